@@ -1,0 +1,235 @@
+"""The interface every distillation method implements, and the synthetic set it returns.
+
+A method is a class registered under a name with a frozen dataclass of hyperparameters. Methods
+are pure functions of (training data, ipc, config, seed): all randomness comes from
+methods.utils.seeding, keyed by (seed, iteration, ...), so a run resumed from a saved state makes
+the same draws as an uninterrupted one and ends with the same set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping
+
+import torch
+from torch import Tensor
+
+from ..data.base import ImageData
+from ..errors import UserError
+from ..registry import Registry
+
+
+@dataclass
+class SyntheticSet:
+    """What a method produces and the evaluation protocol trains on.
+
+    images: float32 [N, C, H, W] in the same (normalized, possibly transformed) space as the
+    ImageData it was distilled from. labels: int64 [N] (hard) or float32 [N, num_classes] (soft).
+    lr: a learned training learning rate (MTT) the evaluation uses instead of its default.
+    full_data: True for the full-data baseline, whose images are the whole training set (the
+    evaluation then uses the full-data epoch count and nobody should save it as an artifact).
+    """
+
+    images: Tensor
+    labels: Tensor
+    lr: float | None = None
+    full_data: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4:
+            raise ValueError(f"SyntheticSet.images must be [N, C, H, W], got shape {tuple(self.images.shape)}")
+        if self.labels.shape[0] != self.images.shape[0]:
+            raise ValueError("SyntheticSet.images and labels must have the same length")
+
+    @property
+    def soft_labels(self) -> bool:
+        return self.labels.ndim == 2
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def hard_labels(self) -> Tensor:
+        return self.labels.argmax(1) if self.soft_labels else self.labels
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and plain values only, so torch.load(..., weights_only=True) can read it back."""
+        return {
+            "images": self.images.detach().cpu(),
+            "labels": self.labels.detach().cpu(),
+            "lr": self.lr,
+            "full_data": self.full_data,
+            "meta": _plain(self.meta),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> "SyntheticSet":
+        return cls(
+            images=state["images"],
+            labels=state["labels"],
+            lr=state.get("lr"),
+            full_data=bool(state.get("full_data", False)),
+            meta=dict(state.get("meta", {})),
+        )
+
+    def save(self, path: str) -> None:
+        torch.save(self.state_dict(), path)
+
+    @classmethod
+    def load(cls, path: str) -> "SyntheticSet":
+        return cls.from_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def _plain(value: Any) -> Any:
+    """Meta as JSON-like values (safe for weights_only loading and for MLflow params)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One progress report from a running method.
+
+    ``state`` is a zero-argument callable returning the resumable state (CPU tensors and plain
+    values): snapshots cost a copy, so the receiver decides whether and how often to take one.
+    """
+
+    iteration: int  # iterations completed so far
+    total: int
+    loss: float | None
+    elapsed: float  # seconds since this (possibly resumed) distill call started
+    state: Callable[[], dict[str, Any]]
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class DistillMethod(ABC):
+    """Base class for distillation methods (and the random/herding/full baselines).
+
+    Subclasses set ``name`` and ``Config`` (a frozen dataclass whose fields are the method's
+    hyperparameters with sensible defaults) and implement ``distill``. ``default_config`` returns
+    the published defaults for a dataset/IPC; user overrides are applied on top of it.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    #: preprocessing the method needs on the data before distillation and evaluation (e.g. ZCA)
+    needs_transform: ClassVar[tuple[str, ...]] = ()
+
+    def default_config(self, dataset: str, ipc: int) -> Any:
+        return self.Config()
+
+    def make_config(self, dataset: str, ipc: int, overrides: Mapping[str, Any] | None = None) -> Any:
+        """Published defaults for (dataset, ipc) with overrides applied; unknown keys are errors."""
+        base = self.default_config(dataset, ipc)
+        return apply_overrides(base, overrides or {}, owner=f"method {self.name!r}")
+
+    def transforms(self, config: Any) -> tuple[str, ...]:
+        """Data transforms this config asks for (e.g. ('zca',) when config.zca is true)."""
+        return self.needs_transform
+
+    @abstractmethod
+    def distill(
+        self,
+        train: ImageData,
+        ipc: int,
+        config: Any,
+        seed: int,
+        device: torch.device,
+        progress_callback: ProgressCallback | None = None,
+        resume_state: Mapping[str, Any] | None = None,
+    ) -> SyntheticSet:
+        """Produce a synthetic set with ``ipc`` images per class.
+
+        If ``resume_state`` (a dict previously returned by a Progress.state()) is given, continue
+        from it; the result must equal an uninterrupted run's.
+        """
+
+
+METHODS: Registry[type[DistillMethod]] = Registry("method")
+
+
+def register_method(name: str):
+    def decorator(cls: type[DistillMethod]) -> type[DistillMethod]:
+        cls.name = name
+        return METHODS.register(name)(cls)
+
+    return decorator
+
+
+def get_method(name: str) -> DistillMethod:
+    from . import load_all  # noqa: F401  (import side effect: registration)
+
+    return METHODS.get(name)()
+
+
+def apply_overrides(config: Any, overrides: Mapping[str, Any], owner: str) -> Any:
+    """dataclasses.replace with type coercion and an error naming the key and the valid keys."""
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    changes: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise UserError(f"{owner} has no option {key!r}; valid options: {', '.join(sorted(fields))}")
+        changes[key] = coerce(value, getattr(config, key), key, owner)
+    return dataclasses.replace(config, **changes)
+
+
+def coerce(value: Any, current: Any, key: str, owner: str) -> Any:
+    """Coerce strings from --set key=value to the type of the current default."""
+    if current is None and isinstance(value, str):
+        return parse_scalar(value)
+    if current is None or not isinstance(value, str):
+        if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+    try:
+        if isinstance(current, bool):
+            low = value.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(current, int):
+            return int(value)
+        if isinstance(current, float):
+            return float(value)
+    except ValueError:
+        raise UserError(
+            f"{owner} option {key!r} expects a {type(current).__name__}, got {value!r}"
+        ) from None
+    return value
+
+
+def parse_scalar(value: str) -> Any:
+    """'3' -> 3, '0.5' -> 0.5, 'true' -> True, 'none' -> None, anything else stays a string."""
+    low = value.strip().lower()
+    if low in ("none", "null", "~"):
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+class Timer:
+    """Wall-clock seconds since construction, offset by time already spent before a resume."""
+
+    def __init__(self, offset: float = 0.0) -> None:
+        self._start = time.perf_counter() - offset
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self._start

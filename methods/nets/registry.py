@@ -1,0 +1,77 @@
+"""Build networks by name for a given input shape and class count.
+
+Every builder takes (channels, image_size, num_classes, **options) so datasets of any shape
+(3x32x32, 1x28x28, 1x8x8) work with every architecture; the flatten size is computed by a dry
+forward, not hard-coded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from ..registry import Registry
+from ..utils.seeding import init_module
+
+NETWORKS: Registry[Callable[..., nn.Module]] = Registry("network")
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """A network choice: arch name plus options such as width/depth/norm for ConvNet."""
+
+    arch: str = "convnet"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __hash__(self) -> int:
+        return hash((self.arch, tuple(sorted(self.options.items()))))
+
+
+def build_network(
+    arch: str,
+    channels: int,
+    image_size: tuple[int, int] | int,
+    num_classes: int,
+    seed: int | None = None,
+    **options: Any,
+) -> nn.Module:
+    """Instantiate a registered network; with ``seed`` its initial weights are a pure function of it."""
+    builder = NETWORKS.get(arch)
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+
+    def factory() -> nn.Module:
+        try:
+            return builder(channels=channels, image_size=size, num_classes=num_classes, **options)
+        except TypeError as exc:  # unknown option keyword
+            raise UserError(f"network {arch!r}: {exc}") from None
+
+    return init_module(factory, seed, "net", arch) if seed is not None else factory()
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def flat_features(features: nn.Module, channels: int, image_size: tuple[int, int]) -> int:
+    with torch.no_grad():
+        return int(features(torch.zeros(1, channels, *image_size)).flatten(1).shape[1])
+
+
+def make_norm(norm: str, width: int, spatial: tuple[int, int]) -> nn.Module:
+    """The DD norm choices. 'instancenorm' is GroupNorm(C, C) with affine, as in the DD references."""
+    norm = norm.lower()
+    if norm == "instancenorm":
+        return nn.GroupNorm(width, width, affine=True)
+    if norm == "batchnorm":
+        return nn.BatchNorm2d(width)
+    if norm == "layernorm":
+        return nn.LayerNorm([width, *spatial], elementwise_affine=True)
+    if norm == "groupnorm":
+        return nn.GroupNorm(4, width, affine=True)
+    if norm in ("none", ""):
+        return nn.Identity()
+    raise UserError(f"unknown norm {norm!r}; choose instancenorm, batchnorm, layernorm, groupnorm or none")

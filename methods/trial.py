@@ -1,0 +1,202 @@
+"""One trial = distill one synthetic set, then evaluate K models per architecture on it.
+
+This is the unit the orchestrator schedules and ``distillery trial`` runs in-process. It only
+depends on torch, so a GPU box without Ray/MLflow can run it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+from .aug import apply_transforms
+from .data import DatasetOptions, ImageData, load_dataset
+from .distill.base import Progress, ProgressCallback, SyntheticSet, apply_overrides, get_method, parse_scalar
+from .errors import UserError
+from .eval import EvalConfig, EvalResult, evaluate_synset
+from .metrics.fairness import aggregate_models, fairness_metrics
+from .nets import NETWORKS
+from .utils.device import resolve_device
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything that determines a trial's result (its identity is a hash of this)."""
+
+    dataset: str = "digits"
+    method: str = "random"
+    ipc: int = 10
+    seed: int = 0
+    method_params: Mapping[str, Any] = field(default_factory=dict)
+    archs: tuple[str, ...] = ("convnet",)
+    n_models: int = 5
+    eval: EvalConfig = EvalConfig()
+    data: DatasetOptions = DatasetOptions()
+    arch_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        """Cheap checks that need no data, so bad input fails before anything expensive starts."""
+        if self.ipc < 1:
+            raise UserError(f"ipc must be >= 1, got {self.ipc}")
+        if self.n_models < 1:
+            raise UserError(f"models must be >= 1, got {self.n_models}")
+        if not self.archs:
+            raise UserError("at least one evaluation arch is required (e.g. --arch convnet)")
+        for arch in self.archs:
+            NETWORKS.get(arch)
+        for arch in self.arch_options:
+            if arch not in self.archs:
+                raise UserError(f"options given for arch {arch!r}, which is not evaluated (archs: {', '.join(self.archs)})")
+        if self.eval.epochs < 0 or self.eval.full_data_epochs < 0:
+            raise UserError("eval epochs must be >= 0")
+        self.resolved_method_config()
+
+    def resolved_method_config(self) -> Any:
+        return get_method(self.method).make_config(self.dataset, self.ipc, self.method_params)
+
+
+@dataclass
+class TrialResult:
+    spec: TrialSpec
+    method_config: Any
+    synset: SyntheticSet
+    evals: dict[str, EvalResult]
+    class_names: tuple[str, ...]
+    class_counts: list[int]  # test samples per class
+    distill_seconds: float
+    eval_seconds: float
+    losses: list[tuple[int, float]]
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON the CLI prints (first arch at top level, every arch under 'archs')."""
+        archs = {arch: _arch_summary(res, self.class_counts) for arch, res in self.evals.items()}
+        first = archs[self.spec.archs[0]]
+        return {
+            "dataset": self.spec.dataset,
+            "method": self.spec.method,
+            "ipc": self.spec.ipc,
+            "seed": self.spec.seed,
+            **{k: first[k] for k in ("mean_acc", "overall_acc", "class_var", "class_std", "worst_class_acc", "gap", "cv", "mean_acc_std", "ci95")},
+            "per_class": first["per_class"],
+            "per_model": first["per_model"],
+            "n_models": first["n_models"],
+            "class_names": list(self.class_names),
+            "archs": archs,
+            "distill_seconds": self.distill_seconds,
+            "eval_seconds": self.eval_seconds,
+            "learned_lr": self.synset.lr,
+            "synthetic_images": len(self.synset),
+            "method_config": dataclasses.asdict(self.method_config),
+        }
+
+
+def _arch_summary(res: EvalResult, class_counts: list[int]) -> dict[str, Any]:
+    agg = aggregate_models(res.per_class, class_counts)
+    per_model = []
+    for k in range(res.n_models):
+        m = fairness_metrics(res.per_class[k], class_counts)
+        per_model.append({"mean_acc": m["mean_acc"], "class_var": m["class_var"], "overall_acc": float(res.overall[k]), "per_class": res.per_class[k].tolist()})
+    return {
+        **{name: v["mean"] for name, v in agg.items() if name != "overall_acc"},
+        "overall_acc": float(res.overall.mean()),
+        "mean_acc_std": agg["mean_acc"]["std"],
+        "ci95": [agg["mean_acc"]["ci95_low"], agg["mean_acc"]["ci95_high"]],
+        "per_class": res.per_class.mean(0).tolist(),
+        "per_model": per_model,
+        "n_models": res.n_models,
+        "train_seconds": res.train_seconds,
+        "test_seconds": res.test_seconds,
+        "epochs": res.epochs,
+        "lr": res.lr,
+        "vectorized": res.vectorized,
+    }
+
+
+def prepare_data(spec: TrialSpec, data: ImageData | None = None) -> ImageData:
+    """Load the dataset (unless given) and apply the transforms the method's config asks for."""
+    data = data if data is not None else load_dataset(spec.dataset, spec.data)
+    method = get_method(spec.method)
+    transforms = method.transforms(spec.resolved_method_config())
+    return apply_transforms(data, transforms) if transforms and data.transform != transforms else data
+
+
+def run_trial(
+    spec: TrialSpec,
+    device: torch.device | str = "auto",
+    data: ImageData | None = None,
+    progress_callback: ProgressCallback | None = None,
+    resume_state: Mapping[str, Any] | None = None,
+    synset: SyntheticSet | None = None,
+    eval_callback: Callable[[str, int, int], None] | None = None,
+) -> TrialResult:
+    """Distill (or take a given ``synset``, e.g. from a checkpoint) and evaluate.
+
+    ``progress_callback`` receives the method's Progress reports (checkpoint from them);
+    ``eval_callback(arch, epoch, epochs)`` reports evaluation progress.
+    """
+    spec.validate()
+    dev = resolve_device(device)
+    method = get_method(spec.method)
+    config = spec.resolved_method_config()
+    data = prepare_data(spec, data)
+    losses: list[tuple[int, float]] = []
+
+    def on_progress(p: Progress) -> None:
+        if p.loss is not None:
+            losses.append((p.iteration, float(p.loss)))
+        if progress_callback is not None:
+            progress_callback(p)
+
+    t0 = time.perf_counter()
+    if synset is None:
+        synset = method.distill(data.to(dev) if dev.type != "cpu" else data, spec.ipc, config, spec.seed, dev, on_progress, resume_state)
+    distill_seconds = time.perf_counter() - t0
+
+    evals: dict[str, EvalResult] = {}
+    t0 = time.perf_counter()
+    eval_data = data.to(dev) if dev.type != "cpu" else data
+    for arch in spec.archs:
+        cb = (lambda ep, n, _a=arch: eval_callback(_a, ep, n)) if eval_callback else None
+        evals[arch] = evaluate_synset(
+            synset, eval_data, arch, spec.n_models, spec.eval, seed=spec.seed, device=dev,
+            net_options=dict(spec.arch_options.get(arch, {})), epoch_callback=cb,
+        )
+    eval_seconds = time.perf_counter() - t0
+    counts = torch.bincount(data.test_y.cpu(), minlength=data.num_classes).tolist()
+    return TrialResult(spec, config, synset, evals, data.classes, counts, distill_seconds, eval_seconds, losses)
+
+
+def with_overrides(spec: TrialSpec, overrides: Mapping[str, str]) -> TrialSpec:
+    """Apply ``--set`` style overrides: ``key`` -> method hyperparameter, ``eval.key`` -> EvalConfig,
+    ``data.key`` -> DatasetOptions, ``net.<arch>.key`` -> that evaluation network's option."""
+    method_params = dict(spec.method_params)
+    eval_changes: dict[str, Any] = {}
+    data_changes: dict[str, Any] = {}
+    arch_options = {a: dict(o) for a, o in spec.arch_options.items()}
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if head == "eval" and rest:
+            eval_changes[rest] = value
+        elif head == "data" and rest:
+            data_changes[rest] = value
+        elif head == "net" and rest:
+            arch, _, opt = rest.partition(".")
+            if not opt:
+                raise UserError(f"--set {key}: use net.<arch>.<option>=value, e.g. net.convnet.width=32")
+            arch_options.setdefault(arch, {})[opt] = parse_scalar(value) if isinstance(value, str) else value
+        elif "." in key:
+            raise UserError(f"--set {key}: unknown prefix {head!r}; use a method option, eval.<field>, data.<field> or net.<arch>.<option>")
+        else:
+            method_params[key] = value
+    return dataclasses.replace(
+        spec,
+        method_params=method_params,
+        eval=apply_overrides(spec.eval, eval_changes, owner="eval"),
+        data=apply_overrides(spec.data, data_changes, owner="data"),
+        arch_options=arch_options,
+    )
+

@@ -1,0 +1,1 @@
+"""distillery.orchestrator: Ray Tune sweeps, MLflow tracking, Optuna tuning and the CLI."""

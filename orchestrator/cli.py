@@ -1,0 +1,64 @@
+"""The ``distillery`` command. Subcommands import their heavy dependencies lazily, so
+``distillery trial`` works (and starts fast) without touching Ray or MLflow."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from methods.errors import USER_ERRORS
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _add_trial(sub: argparse._SubParsersAction) -> None:
+    from . import trial_cmd
+
+    p = sub.add_parser("trial", help="distill one set and evaluate it, in-process (no Ray, no MLflow)")
+    trial_cmd.add_arguments(p)
+    p.set_defaults(handler=trial_cmd.main)
+
+
+def _add_optional(sub: argparse._SubParsersAction, module: str, adder: str, handler: str) -> None:
+    """Subcommands of other issues register here when their module exists."""
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        return
+    getattr(mod, adder)(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distillery", description="Dataset distillation experiments, from one trial to a Ray cluster sweep.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_trial(sub)
+    _add_optional(sub, "orchestrator.sweep_cmd", "add_parser", "main")
+    _add_optional(sub, "orchestrator.tune_cmd", "add_parser", "main")
+    _add_optional(sub, "analysis.cli", "add_analyze_parser", "analyze_main")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except USER_ERRORS as exc:
+        print(f"distillery {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def entrypoint() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()

@@ -1,0 +1,114 @@
+"""``distillery trial``: one trial in-process with a readable table or ``--json``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from methods.data import DATASETS, DatasetOptions
+from methods.distill.base import Progress
+from methods.errors import UserError
+from methods.eval import EvalConfig
+from methods.trial import TrialSpec, run_trial, with_overrides
+
+
+def parse_set(items: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="digits", help="dataset name (default: digits, offline)")
+    p.add_argument("--method", default="random", help="distillation method (random, herding, full, dc, dsa, dm, datadam, mtt, ...)")
+    p.add_argument("--ipc", type=int, default=10, help="images per class")
+    p.add_argument("--models", type=int, default=5, help="evaluation models per architecture (K)")
+    p.add_argument("--arch", action="append", help="evaluation architecture (repeatable; default convnet)")
+    p.add_argument("--epochs", type=int, help="evaluation epochs (default 300)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N")
+    p.add_argument("--data-root", help="dataset root folder")
+    p.add_argument("--download", action="store_true", help="download the dataset with torchvision if missing")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="method option (lr_img=0.1), eval.<field>, data.<field> or net.<arch>.<option>")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def spec_from_args(args: argparse.Namespace) -> TrialSpec:
+    DATASETS.get(args.dataset)  # fail fast on unknown names
+    eval_cfg = EvalConfig() if args.epochs is None else EvalConfig(epochs=args.epochs)
+    spec = TrialSpec(
+        dataset=args.dataset,
+        method=args.method,
+        ipc=args.ipc,
+        seed=args.seed,
+        archs=tuple(args.arch or ["convnet"]),
+        n_models=args.models,
+        eval=eval_cfg,
+        data=DatasetOptions(root=args.data_root, download=args.download),
+    )
+    spec = with_overrides(spec, parse_set(args.set))
+    spec.validate()
+    return spec
+
+
+class ProgressPrinter:
+    """Throttled progress lines on stderr, so long runs show life without flooding logs."""
+
+    def __init__(self, enabled: bool, every: float = 2.0) -> None:
+        self.enabled, self.every, self.last = enabled, every, 0.0
+
+    def _emit(self, text: str, force: bool) -> None:
+        now = time.monotonic()
+        if self.enabled and (force or now - self.last >= self.every):
+            self.last = now
+            print(text, file=sys.stderr, flush=True)
+
+    def distill(self, p: Progress) -> None:
+        loss = f" loss {p.loss:.4g}" if p.loss is not None else ""
+        self._emit(f"[distill] iter {p.iteration}/{p.total}{loss} ({p.elapsed:.1f}s)", p.iteration == p.total)
+
+    def evaluate(self, arch: str, epoch: int, epochs: int) -> None:
+        self._emit(f"[eval {arch}] epoch {epoch}/{epochs}", epoch == epochs)
+
+
+def main(args: argparse.Namespace) -> int:
+    spec = spec_from_args(args)
+    printer = ProgressPrinter(not args.quiet)
+    result = run_trial(spec, device=args.device, progress_callback=printer.distill, eval_callback=printer.evaluate)
+    summary = result.summary()
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(format_summary(summary))
+    return 0
+
+
+def format_summary(s: dict) -> str:
+    lines = [f"{s['method']} on {s['dataset']}, ipc {s['ipc']}, seed {s['seed']} ({s['synthetic_images']} images)"]
+    names = s["class_names"]
+    width = max(12, max(len(n) for n in names) + 2)
+    for arch, a in s["archs"].items():
+        lines.append("")
+        lines.append(f"{arch}: {a['n_models']} models, {a['epochs']} epochs, lr {a['lr']:.4g}")
+        lines.append(f"  {'class':<{width}}{'accuracy %':>12}")
+        for name, acc in zip(names, a["per_class"]):
+            lines.append(f"  {name:<{width}}{100 * acc:>12.2f}")
+        lo, hi = a["ci95"]
+        lines += [
+            f"  mean per-class accuracy  {100 * a['mean_acc']:.2f}% +- {100 * a['mean_acc_std']:.2f} (95% CI {100 * lo:.2f}..{100 * hi:.2f})",
+            f"  overall accuracy         {100 * a['overall_acc']:.2f}%",
+            f"  class variance           {1e4 * a['class_var']:.2f} %^2  (std {100 * a['class_std']:.2f} points)",
+            f"  worst class              {100 * a['worst_class_acc']:.2f}%",
+            f"  max-min gap              {100 * a['gap']:.2f} points",
+            f"  coefficient of variation {a['cv']:.4f}",
+            f"  train {a['train_seconds']:.1f}s, test {a['test_seconds']:.1f}s ({'vectorized' if a['vectorized'] else 'sequential'})",
+        ]
+    lines += ["", f"distill {s['distill_seconds']:.1f}s, evaluate {s['eval_seconds']:.1f}s"]
+    return "\n".join(lines)

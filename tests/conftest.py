@@ -1,0 +1,35 @@
+"""Shared fixtures: small, self-made data (tests never need ../shared or the network)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from methods.data.base import ImageData
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def make_tiny_data(num_classes: int = 4, per_class: int = 24, test_per_class: int = 10, channels: int = 1, size: int = 8, seed: int = 0) -> ImageData:
+    """Class-dependent blobs + noise: learnable in a few epochs, so accuracy checks are meaningful."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.randn(num_classes, channels, size, size, generator=g) * 1.5
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.arange(num_classes).repeat_interleave(n)
+        x = protos[y] + 0.8 * torch.randn(len(y), channels, size, size, generator=g)
+        return x.float(), y
+
+    tx, ty = split(per_class)
+    vx, vy = split(test_per_class)
+    return ImageData(
+        name="tiny", train_x=tx, train_y=ty, test_x=vx, test_y=vy,
+        classes=tuple(f"c{i}" for i in range(num_classes)), mean=(0.0,) * channels, std=(1.0,) * channels,
+    )
+
+
+@pytest.fixture
+def tiny_data() -> ImageData:
+    return make_tiny_data()

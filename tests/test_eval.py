@@ -1,0 +1,84 @@
+import dataclasses
+
+import pytest
+import torch
+
+from methods.distill.base import SyntheticSet
+from methods.eval import EvalConfig, evaluate_synset
+from tests.conftest import make_tiny_data
+
+
+def _synset(data, ipc=6):
+    idx = torch.cat([torch.nonzero(data.train_y == c).flatten()[:ipc] for c in range(data.num_classes)])
+    return SyntheticSet(data.train_x[idx].clone(), data.train_y[idx].clone())
+
+
+@pytest.mark.parametrize("dsa", [False, True])
+def test_vectorized_equals_separate_trainings(dsa):
+    data = make_tiny_data()
+    syn = _synset(data)
+    cfg = EvalConfig(epochs=6, batch_size=8, dsa=dsa, dsa_strategy="crop_scale" if dsa else None)
+    vec = evaluate_synset(syn, data, "convnet", 3, cfg, seed=1, net_options={"width": 8})
+    seq = evaluate_synset(syn, data, "convnet", 3, dataclasses.replace(cfg, vectorize=False), seed=1, net_options={"width": 8})
+    assert vec.vectorized and not seq.vectorized
+    assert vec.per_class.shape == (3, data.num_classes)
+    torch.testing.assert_close(vec.per_class, seq.per_class)
+    torch.testing.assert_close(vec.overall, seq.overall)
+
+
+def test_vectorized_final_weights_equal_separate(monkeypatch):
+    """Stronger than equal accuracies: the trained parameters themselves agree."""
+    from methods.eval import protocol
+
+    captured = {}
+    for name in ("_train_vectorized", "_train_sequential"):
+        original = getattr(protocol, name)
+
+        def wrapped(*a, _orig=original, _name=name, **k):
+            models = _orig(*a, **k)
+            captured[_name] = [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in models]
+            return models
+
+        monkeypatch.setattr(protocol, name, wrapped)
+    data = make_tiny_data()
+    syn = _synset(data)
+    cfg = EvalConfig(epochs=4, batch_size=8, dsa=False)
+    evaluate_synset(syn, data, "mlp", 2, cfg, seed=3, net_options={"width": 16})
+    evaluate_synset(syn, data, "mlp", 2, dataclasses.replace(cfg, vectorize=False), seed=3, net_options={"width": 16})
+    for a, b in zip(captured["_train_vectorized"], captured["_train_sequential"]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_training_learns_and_models_differ():
+    data = make_tiny_data()
+    syn = _synset(data, ipc=20)
+    res = evaluate_synset(syn, data, "convnet", 2, EvalConfig(epochs=20, batch_size=16, lr=0.05, dsa=False), seed=0, net_options={"width": 16})
+    assert res.per_class.mean() > 0.8  # chance is 0.25
+    assert 0 <= res.per_class.min() and res.per_class.max() <= 1
+
+
+def test_same_seed_same_result_and_learned_lr_and_soft_labels():
+    data = make_tiny_data()
+    syn = _synset(data)
+    cfg = EvalConfig(epochs=3, batch_size=8)
+    a = evaluate_synset(syn, data, "convnet", 2, cfg, seed=5, net_options={"width": 8})
+    b = evaluate_synset(syn, data, "convnet", 2, cfg, seed=5, net_options={"width": 8})
+    torch.testing.assert_close(a.per_class, b.per_class)
+    syn_lr = dataclasses.replace(syn, lr=0.05)
+    assert evaluate_synset(syn_lr, data, "convnet", 1, cfg, seed=5, net_options={"width": 8}).lr == pytest.approx(0.05)
+    soft = SyntheticSet(syn.images, torch.nn.functional.one_hot(syn.labels, data.num_classes).float())
+    res = evaluate_synset(soft, data, "convnet", 1, cfg, seed=5, net_options={"width": 8})
+    assert res.per_class.shape == (1, data.num_classes)
+
+
+def test_batchnorm_networks_fall_back_to_sequential():
+    data = make_tiny_data()
+    res = evaluate_synset(_synset(data), data, "convnet_bn", 2, EvalConfig(epochs=2, batch_size=8), seed=0, net_options={"width": 8})
+    assert not res.vectorized and res.per_class.shape == (2, data.num_classes)
+
+
+def test_full_data_uses_full_data_epochs():
+    data = make_tiny_data()
+    full = SyntheticSet(data.train_x, data.train_y, full_data=True)
+    res = evaluate_synset(full, data, "mlp", 1, EvalConfig(epochs=50, full_data_epochs=2, batch_size=16), seed=0)
+    assert res.epochs == 2

@@ -1,0 +1,56 @@
+import pytest
+import torch
+
+from methods.errors import UserError
+from methods.nets import build_network, count_parameters
+from methods.registry import UnknownNameError
+
+
+@pytest.mark.parametrize(
+    "arch,channels,size,classes,expected",
+    [
+        ("convnet", 3, 32, 10, 320_010),
+        ("convnet", 3, 32, 100, 504_420),
+        ("convnet", 1, 28, 10, 317_706),
+        ("alexnet", 3, 32, 10, 1_872_202),
+        ("alexnet", 3, 32, 100, 2_148_772),
+    ],
+)
+def test_published_parameter_counts(arch, channels, size, classes, expected):
+    assert count_parameters(build_network(arch, channels, size, classes)) == expected
+
+
+@pytest.mark.parametrize("arch", ["convnet", "convnet_bn", "alexnet", "alexnet_bn", "resnet18", "mlp"])
+@pytest.mark.parametrize("shape", [(3, 32), (1, 28), (1, 8)])
+def test_every_arch_runs_on_every_input_shape(arch, shape):
+    channels, size = shape
+    model = build_network(arch, channels, size, 10, seed=0)
+    out = model(torch.randn(2, channels, size, size))
+    assert out.shape == (2, 10)
+    assert model.embed(torch.randn(2, channels, size, size)).ndim == 2
+
+
+def test_convnet_options_change_structure():
+    narrow = build_network("convnet", 3, 32, 10, width=32, depth=2, norm="batchnorm")
+    assert count_parameters(narrow) < 320_010
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in narrow.modules())
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in narrow.modules())
+
+
+def test_seeded_init_is_reproducible_and_leaves_global_rng_alone():
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    a = build_network("convnet", 1, 8, 10, seed=7)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    b = build_network("convnet", 1, 8, 10, seed=7)
+    c = build_network("convnet", 1, 8, 10, seed=8)
+    for pa, pb, pc in zip(a.parameters(), b.parameters(), c.parameters()):
+        assert torch.equal(pa, pb)
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()) if pa.numel() > 100)
+
+
+def test_unknown_arch_and_option_are_user_errors():
+    with pytest.raises(UnknownNameError, match="convnet"):
+        build_network("vgg99", 3, 32, 10)
+    with pytest.raises(UserError, match="alexnet"):
+        build_network("alexnet", 3, 32, 10, width=3)
