@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from .aug import apply_transforms
-from .data import DatasetOptions, ImageData, load_dataset
+from .data import DatasetOptions, ImageData, dataset_fingerprint, load_dataset
 from .distill.base import Progress, ProgressCallback, SyntheticSet, apply_overrides, get_method, parse_scalar
 from .errors import UserError
 from .eval import EvalConfig, EvalResult, evaluate_synset
@@ -118,7 +118,10 @@ def _arch_summary(res: EvalResult, class_counts: list[int]) -> dict[str, Any]:
 
 def prepare_data(spec: TrialSpec, data: ImageData | None = None) -> ImageData:
     """Load the dataset (unless given) and apply the transforms the method's config asks for."""
-    data = data if data is not None else load_dataset(spec.dataset, spec.data)
+    if data is None:
+        data = load_dataset(spec.dataset, spec.data)
+        if data.fingerprint is None:  # identifies the data for shared caches (MTT expert buffers)
+            data = dataclasses.replace(data, fingerprint=dataset_fingerprint(spec.dataset, spec.data))
     method = get_method(spec.method)
     transforms = method.transforms(spec.resolved_method_config())
     return apply_transforms(data, transforms) if transforms and data.transform != transforms else data

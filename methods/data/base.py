@@ -22,6 +22,7 @@ class ImageData:
     train_y/test_y: int64 [N] class indices into ``classes``.
     transform: labels of preprocessing applied after normalization (e.g. ("zca",)) so that a
     synthetic set made in a transformed space is evaluated in the same space.
+    fingerprint: dataset_fingerprint(name, options) of the loaded data (None for hand-made data).
     """
 
     name: str
@@ -33,6 +34,9 @@ class ImageData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     transform: tuple[str, ...] = field(default=())
+    #: stable id of the untransformed data (methods.data.dataset_fingerprint) when known; methods
+    #: key shared caches on (fingerprint, transform), e.g. MTT's expert buffers
+    fingerprint: str | None = None
 
     @property
     def num_classes(self) -> int:

@@ -1,0 +1,199 @@
+"""Dataset registry and the single entry point ``load_dataset``.
+
+load_dataset = locate files -> decode (through the disk cache) -> resize -> statistics on the
+full training split -> per-class subsets -> normalize. Loaders (torchvision_sets.py,
+imagefolder.py, digits.py) only locate and decode; everything a user can set lives in
+DatasetOptions and is handled here once, for all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..errors import UserError
+from . import digits as _digits  # noqa: F401  (each import registers loaders)
+from . import imagefolder as _imagefolder  # noqa: F401
+from . import torchvision_sets as _torchvision_sets  # noqa: F401
+from .base import ImageData
+from .cache import cache_key, cache_root, load_or_build
+from .preprocess import channel_stats, normalize, resize_uint8, subset_per_class
+from .source import DATASETS, DatasetSource, MissingDataError, RawSplits
+
+log = logging.getLogger(__name__)
+
+TEST_SUBSET_SEED = 0  # test subsets ignore options.seed: trials with different seeds share a test set
+
+
+@dataclass(frozen=True)
+class DatasetOptions:
+    """How to load a dataset. Part of a trial's identity, so keep it hashable and plain.
+
+    Validated on construction, so a bad config value fails when the config is read, not
+    minutes later inside a trial.
+    """
+
+    root: str | None = None            # where the raw files are (default per dataset, e.g. ./data/<name>)
+    download: bool = False             # torchvision download when files are missing (needs internet)
+    subset_per_class: int | None = None  # keep at most this many training images per class (seeded)
+    test_subset_per_class: int | None = None  # same for the test split (None = full test set; fixed seed)
+    resize: int | None = None          # resize images to resize x resize
+    seed: int = 0                      # seed of the training-subset draw
+    cache_dir: str | None = None       # decoded-tensor cache (default: ~/.cache/distillery or $DISTILLERY_CACHE)
+
+    def __post_init__(self) -> None:
+        for opt in ("subset_per_class", "test_subset_per_class", "resize"):
+            value = getattr(self, opt)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise UserError(f"dataset option {opt} must be an integer >= 1 (or null for none), got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise UserError(f"dataset option seed must be an integer, got {self.seed!r}")
+        if not isinstance(self.download, bool):
+            raise UserError(f"dataset option download must be true or false, got {self.download!r}")
+        for opt in ("root", "cache_dir"):
+            value = getattr(self, opt)
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise UserError(f"dataset option {opt} must be a path string, got {value!r}")
+
+
+def dataset_names() -> list[str]:
+    return DATASETS.names()
+
+
+def default_root(name: str) -> Path:
+    return Path("data", name.lower()).resolve()
+
+
+def resolve_options(name: str, options: DatasetOptions | None = None) -> DatasetOptions:
+    """Options with root (defaulted if unset) and a given cache_dir made absolute. Call this in
+    the driver before shipping options to workers: Ray trials run in their own working
+    directory, where ./data means something else. An unset cache_dir stays unset, so each
+    worker uses its own $DISTILLERY_CACHE or home."""
+    options = options or DatasetOptions()
+    source = DATASETS.get(name)
+    root = None
+    if source.needs_root:
+        root = str(Path(options.root).expanduser().resolve()) if options.root is not None else str(default_root(name))
+    cache_dir = str(Path(options.cache_dir).expanduser().resolve()) if options.cache_dir is not None else None
+    return replace(options, root=root, cache_dir=cache_dir)
+
+
+def dataset_fingerprint(name: str, options: DatasetOptions | None = None) -> str:
+    """Short stable hash of what determines the loaded tensors (name, resolved root, subsets,
+    resize, and the seed only when a training subset is drawn). Excludes download and cache_dir,
+    which change how the data is obtained but not what it is. Touches no files."""
+    opts = resolve_options(name, options)
+    ident = {
+        "dataset": name.lower(),
+        "root": opts.root,
+        "subset_per_class": opts.subset_per_class,
+        "test_subset_per_class": opts.test_subset_per_class,
+        "resize": opts.resize,
+        "seed": opts.seed if opts.subset_per_class is not None else None,
+    }
+    return hashlib.blake2b(json.dumps(ident, sort_keys=True).encode(), digest_size=6).hexdigest()
+
+
+def _missing(name: str, source: DatasetSource, options: DatasetOptions, root: Path, err: MissingDataError,
+             after_download: bool = False) -> MissingDataError:
+    how = "given root" if options.root is not None else f"default root ./data/{name}, resolved against the working directory"
+    fixes = [f"pass --data-root PATH for a folder laid out as {source.layout}"]
+    if source.can_download and not after_download:
+        fixes.append("set download: true to fetch it with torchvision (needs internet)")
+    lead = "after downloading, " if after_download else ""
+    return MissingDataError(
+        err.path, err.expected,
+        f"dataset {name!r}: {lead}{err.path} is missing ({err.expected}); root is {root} ({how}). "
+        f"Fix: {' or '.join(fixes)}",
+    )
+
+
+def _locate(name: str, source: DatasetSource, options: DatasetOptions, root: Path | None) -> list[Path]:
+    try:
+        return source.locate(root)
+    except MissingDataError as err:
+        assert root is not None
+        if not (options.download and source.can_download):
+            raise _missing(name, source, options, root, err) from None
+    root.mkdir(parents=True, exist_ok=True)
+    log.info("downloading dataset %s into %s", name, root)
+    source.download(root)
+    try:
+        return source.locate(root)
+    except MissingDataError as err:
+        raise _missing(name, source, options, root, err, after_download=True) from None
+
+
+def _check_labels(name: str, raw: RawSplits, root: Path | None) -> None:
+    n = len(raw.classes)
+    for split, y in (("train", raw.train_y), ("test", raw.test_y)):
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= n):
+            raise UserError(
+                f"dataset {name!r} at {root}: {split} labels range {int(y.min())}..{int(y.max())} but there are "
+                f"{n} class names; the files are inconsistent, re-download them"
+            )
+    if raw.train_x.shape[0] == 0:
+        raise UserError(f"dataset {name!r} at {root}: the training split is empty")
+
+
+def load_raw(name: str, options: DatasetOptions | None = None) -> RawSplits:
+    """Decoded (and resized) uint8 splits, through the cache: the part of load_dataset worth
+    caching, exposed for tools that want pixels rather than normalized tensors."""
+    options = options or DatasetOptions()
+    key_name = name.lower()
+    source = DATASETS.get(name)(key_name)
+    root = Path(resolve_options(name, options).root) if source.needs_root else None  # type: ignore[arg-type]
+    files = _locate(key_name, source, options, root)
+
+    def build() -> RawSplits:
+        t0 = time.perf_counter()
+        raw = source.decode(root, files, options.resize)
+        if options.resize is not None:
+            raw = RawSplits(resize_uint8(raw.train_x, options.resize), raw.train_y,
+                            resize_uint8(raw.test_x, options.resize), raw.test_y, raw.classes)
+        log.info("decoded dataset %s from %s in %.1fs", key_name, root, time.perf_counter() - t0)
+        return raw
+
+    if not source.cacheable:
+        raw = build()
+    else:
+        key = cache_key(key_name, root, files, options.resize)
+        raw = load_or_build(cache_root(options.cache_dir), key_name, key, build)
+    _check_labels(key_name, raw, root)
+    return raw
+
+
+def load_dataset(name: str, options: DatasetOptions | None = None) -> ImageData:
+    """The named dataset as normalized in-memory tensors (see ImageData)."""
+    options = options or DatasetOptions()
+    raw = load_raw(name, options)
+    mean, std = channel_stats(raw.train_x)  # full training split, before subsetting
+    train_x, train_y, test_x, test_y = raw.train_x, raw.train_y, raw.test_x, raw.test_y
+    n = len(raw.classes)
+    if options.subset_per_class is not None:
+        keep = subset_per_class(train_y, options.subset_per_class, n, options.seed, "train")
+        train_x, train_y = train_x[keep], train_y[keep]
+    if options.test_subset_per_class is not None:
+        keep = subset_per_class(test_y, options.test_subset_per_class, n, TEST_SUBSET_SEED, "test")
+        test_x, test_y = test_x[keep], test_y[keep]
+    return ImageData(
+        name=name.lower(),
+        train_x=normalize(train_x, mean, std),
+        train_y=train_y,
+        test_x=normalize(test_x, mean, std),
+        test_y=test_y,
+        classes=raw.classes,
+        mean=mean,
+        std=std,
+    )
+
+
+__all__ = [
+    "DATASETS", "DatasetOptions", "dataset_fingerprint", "dataset_names", "default_root", "load_dataset",
+    "load_raw", "resolve_options",
+]

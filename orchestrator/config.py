@@ -1,0 +1,287 @@
+"""The sweep config: one YAML file, validated (pydantic) before Ray starts.
+
+Every error names the field path (e.g. ``methods.dm.params.lr_img``) and what to do, so a typo
+costs seconds, not a cluster allocation. The model resolves every relative path to an absolute one
+at load time, because Tune runs each trial in its own working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+
+from methods.errors import UserError
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetEntry(BaseModel):
+    """A dataset and how to load it (see methods.data.DatasetOptions)."""
+
+    model_config = _STRICT
+    name: str
+    root: str | None = None
+    download: bool = False
+    subset_per_class: PositiveInt | None = None
+    test_subset_per_class: PositiveInt | None = None
+    resize: PositiveInt | None = None
+    subset_seed: int = 0
+
+
+class Resources(BaseModel):
+    """Per-trial resources. gpu may be a fraction (0.25 packs four trials per GPU) or a whole number."""
+
+    model_config = _STRICT
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+    gpu_memory_fraction: float | None = Field(None, gt=0, le=1)  # cap torch's share of a shared GPU
+
+    @field_validator("gpu")
+    @classmethod
+    def _gpu_fraction(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError(f"gpu must be a fraction in [0, 1] or a whole number of GPUs, got {v}")
+        return v
+
+
+class ResourceOverride(BaseModel):
+    """Resources for the trials matching ``method`` and/or ``ipc`` (later entries win)."""
+
+    model_config = _STRICT
+    method: str | None = None
+    ipc: list[PositiveInt] | None = None
+    cpu: float | None = Field(None, gt=0)
+    gpu: float | None = Field(None, ge=0)
+    gpu_memory_fraction: float | None = Field(None, gt=0, le=1)
+
+    @field_validator("gpu")
+    @classmethod
+    def _gpu_fraction(cls, v: float | None) -> float | None:
+        return None if v is None else Resources._gpu_fraction(v)
+
+
+class ResourceConfig(Resources):
+    overrides: list[ResourceOverride] = Field(default_factory=list)
+
+    def for_trial(self, method: str, ipc: int) -> Resources:
+        values = {"cpu": self.cpu, "gpu": self.gpu, "gpu_memory_fraction": self.gpu_memory_fraction}
+        for o in self.overrides:
+            if (o.method is None or o.method == method) and (o.ipc is None or ipc in o.ipc):
+                values.update({k: v for k, v in o.model_dump(include={"cpu", "gpu", "gpu_memory_fraction"}).items() if v is not None})
+        return Resources(**values)
+
+
+class MethodEntry(BaseModel):
+    """A method's hyperparameters: ``params`` for every IPC, ``per_ipc`` on top for one IPC;
+    ``ipcs`` replaces the sweep's IPC list for this method."""
+
+    model_config = _STRICT
+    params: dict[str, Any] = Field(default_factory=dict)
+    per_ipc: dict[PositiveInt, dict[str, Any]] = Field(default_factory=dict)
+    ipcs: list[PositiveInt] | None = None
+
+    def params_for(self, ipc: int) -> dict[str, Any]:
+        return {**self.params, **self.per_ipc.get(ipc, {})}
+
+
+class EvalEntry(BaseModel):
+    """How synthetic sets are evaluated (methods.eval.EvalConfig plus archs and K)."""
+
+    model_config = _STRICT
+    archs: list[str] = Field(default_factory=lambda: ["convnet"], min_length=1)
+    models: PositiveInt = 10
+    epochs: PositiveInt = 300
+    full_data_epochs: PositiveInt = 30
+    lr: float = Field(0.01, gt=0)
+    batch_size: PositiveInt = 256
+    dsa: bool = True
+    dsa_strategy: str | None = None
+    use_learned_lr: bool = True
+    arch_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class FullBaseline(BaseModel):
+    """The full-data baseline: one trial per dataset and seed (default: the sweep's first seed)."""
+
+    model_config = _STRICT
+    enabled: bool = False
+    seeds: list[int] | None = None
+
+
+class SweepConfig(BaseModel):
+    model_config = _STRICT
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    datasets: list[DatasetEntry] = Field(min_length=1)
+    methods: dict[str, MethodEntry] = Field(min_length=1)
+    ipcs: list[PositiveInt] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+    eval: EvalEntry = EvalEntry()
+    full_baseline: FullBaseline = FullBaseline()
+    resources: ResourceConfig = ResourceConfig()
+    max_concurrent_trials: PositiveInt | None = None
+    max_failures: int = Field(1, ge=0)
+    tracking_uri: str | None = None
+    storage_path: str = "distillery-runs"
+    device: str = "auto"
+    num_cpus: PositiveInt | None = None  # for a local Ray instance (default: all cores)
+    num_gpus: float | None = Field(None, ge=0)  # for a local Ray instance (a pretend GPU in tests)
+    checkpoint_every_s: float = Field(30.0, gt=0)
+    analyze: bool = True  # run `distillery analyze` at the end
+
+    @field_validator("datasets", mode="before")
+    @classmethod
+    def _datasets_shorthand(cls, v: Any) -> Any:
+        """``datasets: digits`` or ``[digits, {name: cifar10, root: ...}]`` are accepted."""
+        if isinstance(v, (str, dict)):
+            v = [v]
+        return [{"name": d} if isinstance(d, str) else d for d in v]
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _methods_shorthand(cls, v: Any) -> Any:
+        """``methods: [random, dm]`` means default hyperparameters; ``dm: null`` too."""
+        if isinstance(v, list):
+            v = {m: {} for m in v}
+        if isinstance(v, dict):
+            return {k: ({} if val is None else val) for k, val in v.items()}
+        return v
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds_shorthand(cls, v: Any) -> Any:
+        """``seeds: 3`` means [0, 1, 2]."""
+        return list(range(v)) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @model_validator(mode="after")
+    def _unique(self) -> "SweepConfig":
+        for field_name in ("ipcs", "seeds"):
+            values = getattr(self, field_name)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{field_name} has duplicates: {values}")
+        names = [d.name for d in self.datasets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"datasets has duplicate names: {names}")
+        return self
+
+    # ------------------------------------------------------------------ resolution
+    def resolved(self, base_dir: Path | None = None) -> "SweepConfig":
+        """Absolute storage path, data roots and tracking URI (Tune trials run in other dirs)."""
+        base = (base_dir or Path.cwd()).resolve()
+        storage = _abs(self.storage_path, base)
+        uri = self.tracking_uri or f"sqlite:///{base / 'mlflow.db'}"
+        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+            uri = f"sqlite:///{_abs(uri[len('sqlite:///'):], base)}"
+        datasets = [d.model_copy(update={"root": _abs(d.root, base) if d.root else None}) for d in self.datasets]
+        return self.model_copy(update={"storage_path": storage, "tracking_uri": uri, "datasets": datasets})
+
+
+def _abs(path: str, base: Path) -> str:
+    p = Path(os.path.expanduser(path))
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def load_config(path: str | Path, overrides: Mapping[str, str] | None = None, base_dir: Path | None = None) -> SweepConfig:
+    """Read, apply ``--set a.b=c`` overrides, validate and resolve; UserError on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {str(path)!r} not found; pass the path of a sweep YAML such as configs/quickstart.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: the top level must be a mapping of sweep fields (name, datasets, methods, ...)")
+    for key, value in (overrides or {}).items():
+        _set_path(raw, key, yaml.safe_load(value) if isinstance(value, str) else value)
+    return validate_config(raw, source=str(path), base_dir=base_dir)
+
+
+def validate_config(raw: Mapping[str, Any], source: str = "config", base_dir: Path | None = None) -> SweepConfig:
+    try:
+        config = SweepConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(format_validation_error(exc, source)) from None
+    check_names(config, source)
+    return config.resolved(base_dir)
+
+
+def check_names(config: SweepConfig, source: str) -> None:
+    """Registry lookups and method-option validation (pure, no data loaded)."""
+    from methods.data import DATASETS
+    from methods.distill.base import get_method
+    from methods.nets import NETWORKS
+    from methods.registry import UnknownNameError
+
+    def fail(field: str, msg: str) -> None:
+        raise UserError(f"{source}: {field}: {msg}")
+
+    for i, d in enumerate(config.datasets):
+        if d.name not in DATASETS:
+            fail(f"datasets[{i}].name", f"unknown dataset {d.name!r}; choose one of: {', '.join(DATASETS.names())}")
+    for arch in config.eval.archs:
+        if arch not in NETWORKS:
+            fail("eval.archs", f"unknown network {arch!r}; choose one of: {', '.join(NETWORKS.names())}")
+    for arch in config.eval.arch_options:
+        if arch not in config.eval.archs:
+            fail(f"eval.arch_options.{arch}", f"{arch!r} is not in eval.archs {config.eval.archs}")
+    if "full" in config.methods:
+        fail("methods.full", "the full-data baseline is not a per-IPC method; set full_baseline: {enabled: true} instead")
+    for name, entry in config.methods.items():
+        try:
+            method = get_method(name)
+        except UnknownNameError as exc:
+            fail(f"methods.{name}", str(exc))
+        for ipc in entry.ipcs or config.ipcs:
+            for d in config.datasets:
+                try:
+                    method.make_config(d.name, ipc, entry.params_for(ipc))
+                except UserError as exc:
+                    fail(f"methods.{name}.params", str(exc))
+    for o in config.resources.overrides:
+        if o.method is not None and o.method not in config.methods and o.method != "full":
+            fail("resources.overrides.method", f"{o.method!r} is not one of the sweep's methods {sorted(config.methods)}")
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid sweep config:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field" + (" (method options go under params:)" if loc.startswith("methods.") else "")
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        got = err.get("input")
+        tail = f" (got {got!r})" if err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, (dict, list)) else ""
+        lines.append(f"  {loc}: {msg}{tail}")
+    return "\n".join(lines)
+
+
+def _set_path(raw: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = raw
+    for k in keys[:-1]:
+        if isinstance(node, list):
+            try:
+                i = int(k)
+                if isinstance(node[i], str):  # shorthand entry such as `datasets: [digits]`
+                    node[i] = {"name": node[i]}
+                node = node[i]
+                continue
+            except (ValueError, IndexError):
+                raise UserError(f"--set {dotted}: {k!r} is not a valid list index") from None
+        nxt = node.get(k)
+        if nxt is None:
+            nxt = node[k] = {}
+        elif not isinstance(nxt, (dict, list)):
+            raise UserError(f"--set {dotted}: {k!r} is a value, not a section")
+        node = nxt
+    if isinstance(node, list):
+        node[int(keys[-1])] = value
+    else:
+        node[keys[-1]] = value

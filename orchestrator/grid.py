@@ -1,0 +1,121 @@
+"""Expand a sweep config into trials, each identified by a hash of its resolved arguments.
+
+As in DomainBed, identity = hash(everything that determines the result): dataset and its loading
+options, method and its fully resolved hyperparameters (published defaults included, so a changed
+default is a new trial), IPC, seed and the evaluation protocol. Resources, concurrency and paths
+are not part of it: the same trial may run anywhere. A resumed sweep recomputes the hashes and
+skips or continues those it already has, so work is never redone or duplicated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from methods.data import DatasetOptions
+from methods.distill.base import get_method
+from methods.eval import EvalConfig
+from methods.trial import TrialSpec
+
+from .config import DatasetEntry, Resources, SweepConfig
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """One (dataset, method, IPC, seed) trial of a sweep."""
+
+    name: str  # e.g. dm-ipc10-seed3
+    trial_hash: str
+    spec: TrialSpec
+    resources: Resources
+    full_data: bool = False
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "distillery.kind": "trial",
+            "distillery.dataset": self.spec.dataset,
+            "distillery.method": self.spec.method,
+            "distillery.ipc": str(self.spec.ipc),
+            "distillery.seed": str(self.spec.seed),
+            "distillery.trial_hash": self.trial_hash,
+            "distillery.full_data": str(self.full_data).lower(),
+        }
+
+
+def dataset_options(entry: DatasetEntry) -> DatasetOptions:
+    return DatasetOptions(
+        root=entry.root,
+        download=entry.download,
+        subset_per_class=entry.subset_per_class,
+        test_subset_per_class=entry.test_subset_per_class,
+        resize=entry.resize,
+        seed=entry.subset_seed,
+    )
+
+
+def eval_config(config: SweepConfig) -> EvalConfig:
+    e = config.eval
+    return EvalConfig(
+        epochs=e.epochs, full_data_epochs=e.full_data_epochs, lr=e.lr, batch_size=e.batch_size,
+        dsa=e.dsa, dsa_strategy=e.dsa_strategy, use_learned_lr=e.use_learned_lr,
+    )
+
+
+def identity(spec: TrialSpec) -> dict[str, Any]:
+    """The JSON-able content that defines a trial's result."""
+    method_config = dataclasses.asdict(spec.resolved_method_config())
+    data = dataclasses.asdict(spec.data)
+    data.pop("download", None)  # how files arrived does not change them
+    data.pop("cache_dir", None)
+    return {
+        "dataset": spec.dataset,
+        "data": data,
+        "method": spec.method,
+        "method_config": method_config,
+        "ipc": spec.ipc,
+        "seed": spec.seed,
+        "archs": list(spec.archs),
+        "n_models": spec.n_models,
+        "eval": dataclasses.asdict(spec.eval),
+        "arch_options": {k: dict(v) for k, v in sorted(spec.arch_options.items())},
+    }
+
+
+def trial_hash(spec: TrialSpec) -> str:
+    blob = json.dumps(identity(spec), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def expand(config: SweepConfig) -> list[TrialPlan]:
+    """All trials in a stable order: dataset, method (as written), IPC, seed; then baselines."""
+    plans: list[TrialPlan] = []
+    multi = len(config.datasets) > 1
+    ev = eval_config(config)
+    arch_options = {k: dict(v) for k, v in config.eval.arch_options.items()}
+
+    def add(d: DatasetEntry, method: str, ipc: int, seed: int, params: dict[str, Any], full: bool) -> None:
+        spec = TrialSpec(
+            dataset=d.name, method=method, ipc=ipc, seed=seed, method_params=params,
+            archs=tuple(config.eval.archs), n_models=config.eval.models, eval=ev,
+            data=dataset_options(d), arch_options=arch_options,
+        )
+        name = f"{method}-seed{seed}" if full else f"{method}-ipc{ipc}-seed{seed}"
+        if multi:
+            name = f"{d.name}-{name}"
+        plans.append(TrialPlan(name, trial_hash(spec), spec, config.resources.for_trial(method, ipc), full))
+
+    for d in config.datasets:
+        for method, entry in config.methods.items():
+            get_method(method)  # registered (validated earlier)
+            for ipc in entry.ipcs or config.ipcs:
+                for seed in config.seeds:
+                    add(d, method, ipc, seed, entry.params_for(ipc), False)
+        if config.full_baseline.enabled:
+            for seed in config.full_baseline.seeds or config.seeds[:1]:
+                add(d, "full", 1, seed, {}, True)
+    hashes = [p.trial_hash for p in plans]
+    assert len(set(hashes)) == len(hashes), "two trials of the sweep have the same identity"
+    return plans

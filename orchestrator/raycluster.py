@@ -1,0 +1,32 @@
+"""Connecting to Ray: a local instance by default, or a running cluster (``--address``/RAY_ADDRESS).
+
+Ray 2.60 enables token authentication on clusters, but a client process only sends the token when
+RAY_AUTH_MODE=token is set; a driver joining a cluster therefore turns token mode on whenever a
+token is available (RAY_AUTH_TOKEN, or the ~/.ray/auth_token file that `ray start` writes).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _token_available() -> bool:
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or (Path.home() / ".ray" / "auth_token").is_file()
+
+
+def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: float | None = None) -> None:
+    import ray
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune's automatic TensorBoard logger chokes on string lists; JSON/CSV loggers are added explicitly
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    address = address or os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():
+        return
+    if address:
+        if "RAY_AUTH_MODE" not in os.environ and _token_available():
+            os.environ["RAY_AUTH_MODE"] = "token"
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=True)

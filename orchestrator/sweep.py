@@ -1,0 +1,219 @@
+"""``distillery sweep``: run a sweep config on Ray Tune, tracked in MLflow, resumable."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from methods.data import load_dataset
+from methods.distill.init import check_ipc
+from methods.errors import UserError
+
+from .config import SweepConfig
+from .grid import TrialPlan, expand, identity
+from .progress import summary_table
+from .store import TrialStore
+from .tracking import SweepTracker, flatten
+
+
+@dataclass
+class SweepOutcome:
+    plans: list[TrialPlan]
+    finished: dict[str, dict[str, Any]] = field(default_factory=dict)  # hash -> result record
+    failed: dict[str, str] = field(default_factory=dict)  # hash -> reason
+    skipped: int = 0  # finished before this invocation
+    parent_run_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and len(self.finished) == len(self.plans)
+
+
+def sweep_hash(plans: list[TrialPlan]) -> str:
+    return hashlib.sha256(json.dumps(sorted(p.trial_hash for p in plans)).encode()).hexdigest()[:16]
+
+
+def trial_table(plans: list[TrialPlan], store: TrialStore) -> str:
+    done = store.done_hashes()
+    started = store.started_hashes()
+    header = f"{'#':>3} {'name':<28} {'hash':<16} {'dataset':<12} {'method':<9} {'ipc':>4} {'seed':>4} {'cpu':>4} {'gpu':>5} {'state':<9}"
+    lines = [header, "-" * len(header)]
+    for i, p in enumerate(plans):
+        state = "done" if p.trial_hash in done else ("partial" if p.trial_hash in started else "new")
+        s = p.spec
+        lines.append(f"{i:>3} {p.name:<28} {p.trial_hash:<16} {s.dataset:<12} {s.method:<9} {s.ipc if not p.full_data else 'all':>4} {s.seed:>4} {p.resources.cpu:>4g} {p.resources.gpu:>5g} {state:<9}")
+    evals = sum(p.spec.n_models * len(p.spec.archs) for p in plans)
+    lines.append(f"{len(plans)} trials, {evals} evaluation models")
+    return "\n".join(lines)
+
+
+def check_data(config: SweepConfig, plans: list[TrialPlan]) -> None:
+    """Load every dataset once on the driver: bad roots fail before Ray starts, IPCs are checked
+    against class sizes, and the decoded-tensor cache of this node is warm for the trials."""
+    for entry in config.datasets:
+        ds_plans = [p for p in plans if p.spec.dataset == entry.name]
+        data = load_dataset(entry.name, ds_plans[0].spec.data)
+        for p in ds_plans:
+            if not p.full_data:
+                try:
+                    check_ipc(data, p.spec.ipc)
+                except UserError as exc:
+                    raise UserError(f"ipcs: {exc}") from None
+
+
+def run_sweep(config: SweepConfig, resume: bool = False, address: str | None = None, out: TextIO = sys.stdout) -> SweepOutcome:
+    plans = expand(config)
+    by_hash = {p.trial_hash: p for p in plans}
+    store = TrialStore(config.storage_path, config.name)
+    check_data(config, plans)  # before MLflow and Ray: bad data input costs seconds and leaves nothing behind
+    tracker = SweepTracker(config.tracking_uri, config.name)
+    outcome = SweepOutcome(plans)
+
+    previous = store.started_hashes() & set(by_hash)
+    if not resume and (previous or tracker.existing_parent()):
+        raise UserError(
+            f"sweep {config.name!r} already exists ({len(store.done_hashes() & set(by_hash))} finished trials under "
+            f"{store.root}, MLflow experiment {config.name!r} at {config.tracking_uri}); pass --resume to continue it, "
+            "or give the sweep a new name (--set name=...). Nothing was overwritten."
+        )
+    outcome.parent_run_id = tracker.start_parent(sweep_hash(plans), resume)
+    if not resume or tracker.client.list_artifacts(outcome.parent_run_id) == []:
+        tracker.client.log_dict(outcome.parent_run_id, json.loads(config.model_dump_json()), "sweep.yaml")
+
+    # trials that finished earlier: never rerun; make sure each has its one FINISHED run
+    for h in store.done_hashes() & set(by_hash):
+        outcome.finished[h] = _reconcile_finished(tracker, store, by_hash[h])
+    outcome.skipped = len(outcome.finished)
+    todo = [p for p in plans if p.trial_hash not in outcome.finished]
+    print(f"sweep {config.name!r}: {len(plans)} trials, {outcome.skipped} already finished, {len(todo)} to run", file=out, flush=True)
+    print(f"tracking: {config.tracking_uri} (experiment {config.name!r}); trial store: {store.root}", file=out, flush=True)
+
+    if todo:
+        from .raycluster import connect
+
+        connect(address, config.num_cpus, config.num_gpus)
+        from .prep import run_prep_jobs
+
+        run_prep_jobs(todo, config.device)
+        _run_tune(config, todo, plans, tracker, store, outcome, out)
+
+    for p in plans:  # final pass: whatever finished is logged, whatever did not is a failure
+        h = p.trial_hash
+        if h not in outcome.finished and store.is_done(h):
+            outcome.finished[h] = _reconcile_finished(tracker, store, p)
+        if h not in outcome.finished:
+            reason = outcome.failed.get(h) or _first_line(store.read_error(h)) or "did not finish (interrupted)"
+            outcome.failed[h] = reason
+            if h in tracker.runs and tracker.runs[h][1] != "FAILED":
+                tracker.fail(h, store.read_error(h) or reason)
+    tracker.end_parent(outcome.ok, {"trials_finished": len(outcome.finished), "trials_failed": len(outcome.failed)})
+    return outcome
+
+
+def _first_line(text: str | None) -> str | None:
+    return text.strip().splitlines()[0] if text and text.strip() else None
+
+
+def _reconcile_finished(tracker: SweepTracker, store: TrialStore, plan: TrialPlan) -> dict[str, Any]:
+    record = store.read_result(plan.trial_hash)
+    if tracker.runs.get(plan.trial_hash, ("", ""))[1] != "FINISHED":
+        tracker.trial_run(plan.name, plan.tags(), flatten(identity(plan.spec)))
+        tracker.log_curve(tracker.runs[plan.trial_hash][0], "loss", [tuple(x) for x in record.get("losses", [])])
+        tracker.finish(plan.trial_hash, store.result_dir(plan.trial_hash), record)
+    return record
+
+
+def _run_tune(config: SweepConfig, todo: list[TrialPlan], plans: list[TrialPlan], tracker: SweepTracker, store: TrialStore, outcome: SweepOutcome, out: TextIO) -> None:
+    from ray import tune
+    from ray.tune import FailureConfig, PlacementGroupFactory
+
+    from .progress import ProgressView
+    from .trainable import SweepContext, sweep_trial
+
+    by_hash = {p.trial_hash: p for p in todo}
+    context = SweepContext(config.name, config.storage_path, config.device, config.checkpoint_every_s, by_hash)
+
+    def resources(cfg: dict[str, Any]) -> PlacementGroupFactory:
+        r = by_hash[cfg["trial_hash"]].resources
+        return PlacementGroupFactory([{"CPU": r.cpu, "GPU": r.gpu}])
+
+    trainable = tune.with_resources(tune.with_parameters(sweep_trial, context=context), resources=resources)
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    callbacks = [
+        JsonLoggerCallback(),
+        CSVLoggerCallback(),
+        TrackingCallback(tracker, store, by_hash, outcome),
+        ProgressView(total=len(plans), already_done=outcome.skipped, stream=out),
+    ]
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial_hash": tune.grid_search([p.trial_hash for p in todo])},
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=config.max_concurrent_trials,
+            reuse_actors=True,  # skip a process start + torch import per trial
+            trial_name_creator=lambda t: by_hash[t.config["trial_hash"]].name,
+            trial_dirname_creator=lambda t: f"{by_hash[t.config['trial_hash']].name}-{t.config['trial_hash'][:8]}",
+        ),
+        run_config=tune.RunConfig(
+            name=f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str(Path(config.storage_path) / config.name / "tune"),
+            failure_config=FailureConfig(max_failures=config.max_failures),
+            verbose=0,
+            callbacks=callbacks,
+        ),
+    )
+    tuner.fit()
+
+
+from ray import tune as _tune  # noqa: E402  (Tune callbacks need the base class at import time)
+
+
+class TrackingCallback(_tune.Callback):
+    """Bridges Tune trial events to the MLflow tracker (the driver is MLflow's only writer)."""
+
+    def __init__(self, tracker: SweepTracker, store: TrialStore, plans: dict[str, TrialPlan], outcome: SweepOutcome) -> None:
+        self.tracker, self.store, self.plans, self.outcome = tracker, store, plans, outcome
+
+    def _safe(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # tracking problems must not kill the sweep; the final pass reconciles
+            print(f"[mlflow] warning: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        plan = self.plans[trial.config["trial_hash"]]
+
+        def start() -> None:
+            run_id = self.tracker.trial_run(plan.name, plan.tags(), flatten(identity(plan.spec)))
+            self.tracker.log_metrics(run_id, {"resources/cpu": plan.resources.cpu, "resources/gpu": plan.resources.gpu})
+
+        self._safe(start)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        h = trial.config["trial_hash"]
+        points = result.get("loss_points") or []
+        if points and h in self.tracker.runs:
+            self._safe(self.tracker.log_curve, self.tracker.runs[h][0], "loss", [tuple(p) for p in points])
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        h = trial.config["trial_hash"]
+        if self.store.is_done(h):
+            record = self.store.read_result(h)
+            self.outcome.finished[h] = record
+            if h not in self.tracker.runs:
+                self._safe(self.on_trial_start, iteration, trials, trial)
+            self._safe(self.tracker.finish, h, self.store.result_dir(h), record)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        h = trial.config["trial_hash"]
+        reason = self.store.read_error(h) or f"trial errored (see {getattr(trial, 'local_path', '')})"
+        self.outcome.failed[h] = _first_line(reason) or "error"
+        if h not in self.tracker.runs:
+            self._safe(self.on_trial_start, iteration, trials, trial)
+        self._safe(self.tracker.fail, h, reason)

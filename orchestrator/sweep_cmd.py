@@ -1,0 +1,72 @@
+"""CLI of ``distillery sweep``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .trial_cmd import parse_set
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="run a sweep config (method x IPC x seed) on Ray Tune, tracked in MLflow")
+    p.add_argument("config", help="sweep YAML, e.g. configs/quickstart.yaml")
+    p.add_argument("--resume", action="store_true", help="continue a sweep: finished trials are kept, unfinished ones resume from their checkpoints")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the trial table; start nothing")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. --set eval.epochs=50 --set resources.gpu=0.25")
+    p.add_argument("--address", help="join a running Ray cluster: auto or HOST:PORT (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db); e.g. http://host:5000")
+    p.add_argument("--storage-path", help="where trial checkpoints/results live (shared storage on a multi-node cluster)")
+    p.add_argument("--no-analyze", action="store_true", help="skip `distillery analyze` at the end")
+    p.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from .config import load_config
+
+    overrides = parse_set(args.set)
+    if args.tracking_uri:
+        overrides["tracking_uri"] = args.tracking_uri
+    if args.storage_path:
+        overrides["storage_path"] = args.storage_path
+    if args.no_analyze:
+        overrides["analyze"] = "false"
+    config = load_config(args.config, overrides)
+
+    from .grid import expand
+    from .store import TrialStore
+    from .sweep import run_sweep, trial_table
+
+    if args.dry_run:
+        print(trial_table(expand(config), TrialStore(config.storage_path, config.name)))
+        return 0
+    outcome = run_sweep(config, resume=args.resume, address=args.address)
+    from .progress import summary_table
+
+    print()
+    print(summary_table(outcome.finished.values()))
+    if outcome.failed:
+        names = {p.trial_hash: p.name for p in outcome.plans}
+        print(f"\n{len(outcome.failed)} trial(s) FAILED:", file=sys.stderr)
+        for h, reason in outcome.failed.items():
+            print(f"  {names[h]} ({h}): {reason}", file=sys.stderr)
+        print("Fix the cause and run the same command with --resume: finished trials are kept.", file=sys.stderr)
+    if config.analyze and outcome.finished:
+        _analyze(config, outcome)
+    print(f"\nMLflow UI:  mlflow ui --backend-store-uri {config.tracking_uri}   (experiment {config.name!r})" if config.tracking_uri.startswith("sqlite") else f"\nMLflow UI: {config.tracking_uri} (experiment {config.name!r})")
+    return 0 if outcome.ok else 1
+
+
+def _analyze(config, outcome) -> None:
+    try:
+        from analysis.report import run_analysis
+    except ImportError:
+        return
+    from pathlib import Path
+
+    out_dir = Path(config.storage_path) / config.name / "analysis"
+    try:
+        res = run_analysis(config.name, config.tracking_uri, out_dir, parent_run_id=outcome.parent_run_id)
+        print(f"\nanalysis report: {getattr(res, 'report_path', out_dir)}")
+    except Exception as exc:  # the sweep's results are safe; analysis can be rerun with `distillery analyze`
+        print(f"analysis failed ({type(exc).__name__}: {exc}); rerun with: distillery analyze --experiment {config.name}", file=sys.stderr)

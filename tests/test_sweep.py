@@ -1,0 +1,214 @@
+"""`distillery sweep` with real Ray and real MLflow (no mocks).
+
+One `ray start --head` cluster (with a pretend GPU) is started for the module and joined with
+--address by most tests; one test runs the CLI with its own local Ray, as a laptop user would.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from orchestrator.cli import main as cli_main
+from orchestrator.config import validate_config
+from orchestrator.store import TrialStore
+from orchestrator.sweep import run_sweep
+from tests.sweep_helpers import cli, tiny_sweep, trial_runs, write_config
+
+RAY = str(Path(sys.executable).parent / "ray")
+MLFLOW = str(Path(sys.executable).parent / "mlflow")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory):
+    """A real Ray cluster head on a free port: 4 CPUs and one pretend GPU."""
+    import ray
+
+    port = free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    subprocess.run(
+        [RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=4", "--num-gpus=1",
+         "--include-dashboard=false", "--disable-usage-stats"],
+        check=True, env=env, capture_output=True, text=True, timeout=180,
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        yield address
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def joined(ray_head):
+    """An in-process driver connected to the head (what --address does)."""
+    from orchestrator.raycluster import connect
+
+    connect(ray_head)
+    yield ray_head
+
+
+def _finished(uri: str, experiment: str) -> list:
+    return [r for r in trial_runs(uri, experiment) if r.info.status == "FINISHED"]
+
+
+def test_local_ray_cli_sweep_logs_nested_runs_with_artifacts(tmp_path):
+    path = write_config(tmp_path, tiny_sweep("local", num_cpus=2))
+    proc = cli(["sweep", str(path)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Started a local Ray instance" in proc.stderr + proc.stdout
+    assert "mean acc %" in proc.stdout and "mlflow ui --backend-store-uri" in proc.stdout
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    runs = trial_runs(uri, "local")
+    assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs)
+    parents = {r.data.tags["mlflow.parentRunId"] for r in runs}
+    assert len(parents) == 1
+    assert client.get_run(parents.pop()).data.tags["distillery.kind"] == "sweep"
+    assert {r.info.run_name for r in runs} == {f"{m}-ipc{i}-seed{s}" for m in ("random", "herding") for i in (1, 2) for s in (0, 1)}
+    run = next(r for r in runs if r.info.run_name == "herding-ipc2-seed1")
+    tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
+    assert (tags["distillery.method"], tags["distillery.ipc"], tags["distillery.seed"]) == ("herding", "2", "1")
+    assert len(tags["distillery.trial_hash"]) == 16 and tags["distillery.status"] == "FINISHED"
+    for key in ("mean_acc", "class_var", "worst_class_acc", "convnet/per_class/9", "distill_seconds", "eval_seconds", "resources/cpu"):
+        assert key in metrics, key
+    assert 0 <= metrics["mean_acc"] <= 1
+    assert params["method_config.embed_width"] == "8" and params["eval.epochs"] == "4"
+    # artifacts: the synthetic set loads with weights_only, the CSV is tidy, the grid is a PNG
+    local = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / "dl")))
+    syn = torch.load(local / "synthetic_set.pt", weights_only=True)
+    assert syn["images"].shape == (20, 1, 8, 8) and syn["labels"].tolist() == [c for c in range(10) for _ in range(2)]
+    rows = list(csv.DictReader(open(local / "per_class.csv")))
+    assert len(rows) == 2 * 10 and set(rows[0]) == {"arch", "model", "class_index", "class_name", "acc"}
+    assert (local / "synthetic_grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "method: herding" in (local / "config.yaml").read_text()
+    # a second plain run refuses instead of duplicating or overwriting
+    again = cli(["sweep", str(path)], cwd=tmp_path)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    # and --resume with everything finished reruns nothing
+    resumed = cli(["sweep", str(path), "--resume"], cwd=tmp_path)
+    assert resumed.returncode == 0 and "8 already finished, 0 to run" in resumed.stdout
+    assert len(trial_runs(uri, "local")) == 8
+
+
+def test_join_cluster_with_address_and_pack_fractional_gpus(tmp_path, joined):
+    """--address joins the running head; gpu: 0.25 packs four trials on its one (pretend) GPU."""
+    import ray
+
+    raw = tiny_sweep("packing", methods={"random": {}}, ipcs=[1, 2, 3, 4], seeds=[0, 1],
+                     eval={"archs": ["convnet"], "models": 2, "epochs": 60, "arch_options": {"convnet": {"width": 8}}},
+                     resources={"cpu": 0.5, "gpu": 0.25})
+    path = write_config(tmp_path, raw)
+    assert cli_main(["sweep", str(path), "--address", joined]) == 0
+    assert ray.get_runtime_context().gcs_address.endswith(joined.split(":")[1])
+    store = TrialStore(tmp_path / "distillery-runs", "packing")
+    spans = [(r["started_at"], r["finished_at"]) for r in map(store.read_result, store.done_hashes())]
+    assert len(spans) == 8
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    peak = running = 0
+    for _, delta in events:
+        running += delta
+        peak = max(peak, running)
+    assert peak == 4, f"expected 4 trials at once on one GPU at 0.25 each, saw {peak}"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert all(r.data.metrics["resources/gpu"] == 0.25 for r in _finished(uri, "packing"))
+
+
+def test_failed_trial_is_recorded_and_others_finish(tmp_path, joined):
+    raw = tiny_sweep("failing", methods={"random": {}, "herding": {"params": {"embed_arch": "nosuchnet"}}}, ipcs=[1], seeds=[0])
+    path = write_config(tmp_path, raw)
+    assert cli_main(["sweep", str(path), "--address", joined]) == 1
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = {r.info.run_name: r for r in trial_runs(uri, "failing")}
+    assert runs["random-ipc1-seed0"].info.status == "FINISHED"
+    failed = runs["herding-ipc1-seed0"]
+    assert failed.info.status == "FAILED" and failed.data.tags["distillery.status"] == "FAILED"
+    assert "unknown network 'nosuchnet'" in failed.data.tags["distillery.error"]
+
+
+def test_tracking_server(tmp_path, joined):
+    """The same sweep against a real `mlflow server` on 127.0.0.1 (sqlite backend)."""
+    port = free_port()
+    server = subprocess.Popen(
+        [MLFLOW, "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                if urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.time() < deadline and server.poll() is None, "mlflow server did not come up"
+            time.sleep(1)
+        path = write_config(tmp_path, tiny_sweep("served", methods={"random": {}}))
+        assert cli_main(["sweep", str(path), "--address", joined, "--tracking-uri", uri]) == 0
+        runs = _finished(uri, "served")
+        assert len(runs) == 4
+        client = MlflowClient(uri)
+        local = Path(client.download_artifacts(runs[0].info.run_id, "synthetic_set.pt", str(tmp_path / "dl")))
+        assert torch.load(local, weights_only=True)["images"].ndim == 4
+        assert not (tmp_path / "mlflow.db").exists()  # nothing went to the embedded default
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_sigkill_driver_then_resume(tmp_path, ray_head):
+    """Kill the driver mid-sweep: --resume keeps finished trials, continues partial ones from their
+    checkpoint, and every trial ends with exactly one FINISHED MLflow run."""
+    raw = tiny_sweep("killed", methods={"dm": {"params": {"iterations": 400, "net_width": 8}}}, ipcs=[1, 2], seeds=[0, 1, 2],
+                     max_concurrent_trials=2)
+    path = write_config(tmp_path, raw)
+    store = TrialStore(tmp_path / "distillery-runs", "killed")
+    env = {"RAY_ADDRESS": ray_head}
+    driver = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "sweep", str(path)], cwd=tmp_path,
+                              env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def partial_with_checkpoint() -> list[str]:
+        return [h for h in store.started_hashes() - store.done_hashes() if store.load_checkpoint(h) and store.load_checkpoint(h)["phase"] == "distill"]
+
+    deadline = time.time() + 400
+    while not (len(store.done_hashes()) >= 2 and partial_with_checkpoint()):
+        assert driver.poll() is None, "driver ended before it could be killed"
+        assert time.time() < deadline, "sweep made no progress"
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    done_before = {h: store.read_result(h)["finished_at"] for h in store.done_hashes()}
+    partial = partial_with_checkpoint()
+    assert len(done_before) < 6
+
+    proc = cli(["sweep", str(path), "--resume"], cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runs = trial_runs(uri, "killed")
+    hashes = [r.data.tags["distillery.trial_hash"] for r in runs]
+    assert len(runs) == 6 and len(set(hashes)) == 6, "exactly one MLflow run per trial"
+    assert all(r.info.status == "FINISHED" for r in runs)
+    for h, finished_at in done_before.items():  # finished trials were not rerun
+        assert store.read_result(h)["finished_at"] == finished_at
+    resumed = [store.read_result(h) for h in partial if h not in done_before]
+    assert resumed and all(r["resumed_from_iteration"] > 0 for r in resumed)
