@@ -21,12 +21,16 @@ class ProgressView(tune.Callback):
     """One status line whenever the counts change (at most every ``every`` seconds otherwise):
     done / running / pending / failed, and an ETA from the throughput of this session."""
 
-    def __init__(self, total: int, already_done: int, stream: TextIO = sys.stdout, every: float = 15.0) -> None:
-        self.total, self.already_done, self.stream, self.every = total, already_done, stream, every
+    def __init__(self, total: int, already_done: int, stream: TextIO | None = None, every: float = 15.0) -> None:
+        self.total, self.already_done, self.every = total, already_done, every
+        self._stream = stream
         self.start = time.monotonic()
         self.last_print = 0.0
         self.last_counts: tuple[int, ...] | None = None
         self.phase: dict[str, str] = {}
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with its experiment state
+        return {**self.__dict__, "_stream": None}
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if "phase" in result and not result.get("done"):
@@ -53,7 +57,7 @@ class ProgressView(tune.Callback):
         detail = f"  [{'; '.join(run_detail[:4])}{' ...' if len(run_detail) > 4 else ''}]" if run_detail else ""
         print(
             f"[sweep {_fmt_seconds(elapsed)}] {done}/{self.total} done, {running} running, {pending} pending, {failed} failed{eta}{detail}",
-            file=self.stream, flush=True,
+            file=self._stream or sys.stdout, flush=True,
         )
 
 

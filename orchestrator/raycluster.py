@@ -15,6 +15,16 @@ def _token_available() -> bool:
     return bool(os.environ.get("RAY_AUTH_TOKEN")) or (Path.home() / ".ray" / "auth_token").is_file()
 
 
+def _enable_token_auth() -> None:
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:  # ray reads its config when imported; refresh it so this process sends the token
+        from ray._raylet import Config
+
+        Config.initialize("")
+    except ImportError:  # other Ray versions read the variable at init time
+        pass
+
+
 def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: float | None = None) -> None:
     import ray
 
@@ -26,7 +36,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, num_gpus: f
         return
     if address:
         if "RAY_AUTH_MODE" not in os.environ and _token_available():
-            os.environ["RAY_AUTH_MODE"] = "token"
+            _enable_token_auth()
         ray.init(address=address, log_to_driver=True)
     else:
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=True)

@@ -149,7 +149,7 @@ def _run_tune(config: SweepConfig, todo: list[TrialPlan], plans: list[TrialPlan]
         JsonLoggerCallback(),
         CSVLoggerCallback(),
         TrackingCallback(tracker, store, by_hash, outcome),
-        ProgressView(total=len(plans), already_done=outcome.skipped, stream=out),
+        ProgressView(total=len(plans), already_done=outcome.skipped, stream=None if out is sys.stdout else out),
     ]
     tuner = tune.Tuner(
         trainable,
@@ -179,6 +179,9 @@ class TrackingCallback(_tune.Callback):
 
     def __init__(self, tracker: SweepTracker, store: TrialStore, plans: dict[str, TrialPlan], outcome: SweepOutcome) -> None:
         self.tracker, self.store, self.plans, self.outcome = tracker, store, plans, outcome
+
+    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks into its experiment state
+        return {"plans": self.plans}
 
     def _safe(self, fn, *args) -> None:
         try:

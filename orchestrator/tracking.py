@@ -115,6 +115,8 @@ class SweepTracker:
 
     def finish(self, trial_hash: str, result_dir: Path, record: Mapping[str, Any]) -> None:
         run_id = self.runs[trial_hash][0]
+        if record.get("full_data"):  # the baseline's IPC is the per-class count it trained on
+            self.client.set_tag(run_id, "distillery.ipc", str(record["ipc"]))
         self.log_metrics(run_id, trial_metrics(record))
         self.client.log_artifacts(run_id, str(result_dir))
         self.client.set_tag(run_id, STATUS_TAG, "FINISHED")

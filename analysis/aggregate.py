@@ -1,0 +1,70 @@
+"""Per-cell summaries: one row per (dataset, method, arch, IPC), the full-data baseline included.
+
+Study convention (docs/tracking-schema.md): a cell's accuracy / class variance is the MEAN over
+all evaluation models of the cell (sets x models), e.g. class_var = mean of per-model population
+variances, not the variance of the mean per-class accuracies. ``*_std`` is the sample std (ddof=1)
+over models; ``*_ci_low/high`` a seeded two-stage (set, then model) bootstrap percentile interval
+of that mean. The baseline row has ``is_baseline`` True (method ``full``, ipc = per-class training
+count) and is kept as a reference, never fitted or put on a Pareto front.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ._boot import keyed_rng, percentile_ci, two_stage_means
+from .load import METRICS
+
+CELL_KEYS: tuple[str, ...] = ("dataset", "method", "arch", "ipc")
+CI_METRICS: tuple[str, ...] = ("mean_acc", "class_var", "worst_class_acc")
+
+
+def aggregate(
+    models: pd.DataFrame,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    ci_metrics: Sequence[str] = CI_METRICS,
+) -> pd.DataFrame:
+    """Cell means, stds, bootstrap CIs and counts for a model frame from analysis.load."""
+    rows = []
+    for key, g in models.groupby(list(CELL_KEYS), sort=True):
+        row: dict[str, object] = dict(zip(CELL_KEYS, key))
+        row["ipc"] = int(row["ipc"])
+        row["is_baseline"] = bool(g["full_data"].any())
+        row["n_sets"] = int(g["run_id"].nunique())
+        row["n_models"] = int(len(g))
+        row["n_classes"] = int(g["n_classes"].iloc[0])
+        row["images"] = int(g["images"].iloc[0])
+        for m in METRICS:
+            row[m] = float(g[m].mean())
+            row[f"{m}_std"] = float(g[m].std(ddof=1)) if len(g) > 1 else np.nan
+        sets = [s[list(ci_metrics)].to_numpy(float) for _, s in g.groupby("run_id", sort=True)]
+        reps = two_stage_means(sets, n_boot, keyed_rng(seed, "aggregate", *key))
+        lo, hi = percentile_ci(reps, level)
+        for i, m in enumerate(ci_metrics):
+            row[f"{m}_ci_low"], row[f"{m}_ci_high"] = float(lo[i]), float(hi[i])
+        per_trial = g.drop_duplicates("run_id")
+        for c in ("compute_seconds", "gpu_seconds"):
+            vals = pd.to_numeric(per_trial[c], errors="coerce")
+            row[c] = float(vals.mean()) if vals.notna().any() else np.nan
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    # baseline rows last within each dataset: they are the reference, read after the cells they frame
+    return out.sort_values(["dataset", "is_baseline", "method", "arch", "ipc"], kind="stable").reset_index(drop=True)
+
+
+def distilled(agg: pd.DataFrame) -> pd.DataFrame:
+    """Cells of distilled sets only (what curves, trends and fronts are about)."""
+    return agg[~agg["is_baseline"]].reset_index(drop=True)
+
+
+def baseline_for(agg: pd.DataFrame, dataset: str, arch: str) -> pd.Series | None:
+    """The full-data reference row of (dataset, arch), or None when the sweep has no baseline."""
+    b = agg[agg["is_baseline"] & (agg["dataset"] == dataset) & (agg["arch"] == arch)]
+    return b.iloc[0] if len(b) else None
