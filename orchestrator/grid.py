@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from methods.data import DatasetOptions
+from methods.data.registry import resolve_options
 from methods.distill.base import get_method
 from methods.eval import EvalConfig
 from methods.trial import TrialSpec
@@ -46,14 +47,15 @@ class TrialPlan:
 
 
 def dataset_options(entry: DatasetEntry) -> DatasetOptions:
-    return DatasetOptions(
+    """Loading options with the root made absolute on the driver (trials run in their own cwd)."""
+    return resolve_options(entry.name, DatasetOptions(
         root=entry.root,
         download=entry.download,
         subset_per_class=entry.subset_per_class,
         test_subset_per_class=entry.test_subset_per_class,
         resize=entry.resize,
         seed=entry.subset_seed,
-    )
+    ))
 
 
 def eval_config(config: SweepConfig) -> EvalConfig:

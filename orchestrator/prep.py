@@ -1,55 +1,54 @@
-"""Preparatory jobs a sweep's methods share (e.g. MTT expert trajectories), run once per key as
-parallel Ray tasks before any trial starts, so no two trials build the same buffer."""
+"""Preparatory jobs a sweep's methods share (e.g. MTT expert trajectories), run once per
+(key, index) as parallel Ray tasks before any trial starts, so no two trials build the same buffer
+and the experts of one buffer train in parallel."""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-from methods.distill.base import get_method
-from methods.trial import prepare_data
+from methods.distill.base import PrepJob, get_method
 
+from .config import Resources
 from .grid import TrialPlan
 
 
-def collect_prep_jobs(plans: list[TrialPlan]) -> list[tuple[Any, TrialPlan]]:
-    """Unique (job, a plan that needs it) pairs for jobs not done yet, deduplicated by (key, index)."""
-    jobs: dict[tuple[str, int], tuple[Any, TrialPlan]] = {}
+def collect_prep_jobs(plans: list[TrialPlan]) -> list[tuple[PrepJob, Resources]]:
+    """Unique jobs not done yet, deduplicated by (key, index), with the resources of a trial that needs them."""
+    jobs: dict[tuple[str, int], tuple[PrepJob, Resources]] = {}
     for plan in plans:
         method = get_method(plan.spec.method)
-        if not hasattr(method, "prep_jobs"):
-            continue
         for job in method.prep_jobs(plan.spec.dataset, plan.spec.data, plan.spec.resolved_method_config()):
-            if not method.job_done(job):
-                jobs.setdefault((job.key, job.index), (job, plan))
+            if (job.key, job.index) not in jobs and not method.job_done(job):
+                jobs[(job.key, job.index)] = (job, plan.resources)
     return list(jobs.values())
 
 
-def _run_job(job: Any, plan: TrialPlan, device: str, threads: int) -> str:
+def _run_job(job: PrepJob, device: str, threads: int) -> str:
     import torch
 
     from methods.utils.device import resolve_device
 
     torch.set_num_threads(max(1, threads))
-    method = get_method(plan.spec.method)
-    data = prepare_data(plan.spec)
-    method.run_prep_job(job, data, resolve_device(device if plan.resources.gpu > 0 else "cpu"))
-    return f"{job.key}:{job.index}"
+    get_method(job.method).run_prep_job(job, job.load_data(), resolve_device(device))
+    return job.description
 
 
 def run_prep_jobs(plans: list[TrialPlan], device: str) -> int:
+    """Build every missing shared artifact; raises (failing the sweep early) if one cannot be built."""
     import ray
 
     todo = collect_prep_jobs(plans)
     if not todo:
         return 0
-    print(f"[prep] building {len(todo)} shared artifacts (e.g. expert trajectories) as Ray tasks", flush=True)
-    refs = []
-    for job, plan in todo:
-        r = plan.resources
+    print(f"[prep] building {len(todo)} shared artifacts (e.g. expert trajectories) as parallel Ray tasks", flush=True)
+    refs: list[Any] = []
+    for job, r in todo:
         task = ray.remote(_run_job).options(num_cpus=r.cpu, num_gpus=r.gpu, max_retries=2)
-        refs.append(task.remote(job, plan, device, int(r.cpu)))
-    for i, ref in enumerate(refs, 1):
-        done = ray.get(ref)
-        print(f"[prep] {i}/{len(refs)} done ({done})", file=sys.stdout, flush=True)
+        refs.append(task.remote(job, device if r.gpu > 0 else "cpu", int(max(1, r.cpu))))
+    remaining = list(refs)
+    done = 0
+    while remaining:
+        ready, remaining = ray.wait(remaining, num_returns=1)
+        done += 1
+        print(f"[prep] {done}/{len(refs)} done: {ray.get(ready[0])}", flush=True)
     return len(refs)

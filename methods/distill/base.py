@@ -112,6 +112,34 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
+@dataclass(frozen=True)
+class PrepJob:
+    """One independent, idempotent preparation step a method needs before it can distill, e.g.
+    training one MTT expert. Small and picklable: the orchestrator collects a trial's jobs with
+    ``method.prep_jobs(...)``, de-duplicates them by ``(key, index)`` across trials, skips those with
+    ``method.job_done(job)`` and runs the rest (in parallel, each once) with
+    ``get_method(job.method).run_prep_job(job, job.load_data(), device)``.
+    Methods subclass it (``kw_only`` fields) to carry whatever their run needs.
+    """
+
+    method: str  # registered method name that runs the job
+    key: str  # shared-resource key (e.g. the expert buffer); jobs with equal key and index are identical
+    index: int  # position of the job within its key (e.g. the expert number)
+    description: str
+    dataset: str  # the data the job needs: load_dataset(dataset, data_options) + transforms
+    data_options: Any = None  # methods.data.DatasetOptions
+    transforms: tuple[str, ...] = ()
+
+    def load_data(self) -> ImageData:
+        """The (transformed) training data this job expects, as the trial runner would prepare it."""
+        from ..aug import apply_transforms
+        from ..data import dataset_fingerprint, load_dataset
+
+        data = load_dataset(self.dataset, self.data_options)
+        data = dataclasses.replace(data, fingerprint=data.fingerprint or dataset_fingerprint(self.dataset, self.data_options))
+        return apply_transforms(data, self.transforms) if self.transforms else data
+
+
 class DistillMethod(ABC):
     """Base class for distillation methods (and the random/herding/full baselines).
 
@@ -136,6 +164,19 @@ class DistillMethod(ABC):
     def transforms(self, config: Any) -> tuple[str, ...]:
         """Data transforms this config asks for (e.g. ('zca',) when config.zca is true)."""
         return self.needs_transform
+
+    # -- preparation jobs (e.g. MTT expert trajectories); methods without any keep these defaults --
+
+    def prep_jobs(self, dataset: str, data_options: Any, config: Any) -> list[PrepJob]:
+        """Independent jobs that must have run before ``distill`` (built once, shared by trials)."""
+        return []
+
+    def run_prep_job(self, job: PrepJob, data: ImageData, device: torch.device) -> None:
+        """Run one job (idempotent: returns at once when ``job_done(job)``)."""
+        raise UserError(f"method {self.name!r} has no preparation jobs (got {job.description!r})")
+
+    def job_done(self, job: PrepJob) -> bool:
+        return True
 
     @abstractmethod
     def distill(

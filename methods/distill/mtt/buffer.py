@@ -1,0 +1,398 @@
+"""Expert trajectories for MTT: training one expert, and the on-disk buffer that shares them.
+
+An expert is a network trained on the real training set with plain SGD (lr 0.01, batch 256, no
+momentum, no weight decay, DSA on, as the reference buffer.py) whose flat parameter vector is saved
+at initialisation and after every epoch: a float32 ``[epochs + 1, num_params]`` array, one ``.npy``
+file per expert. Expert ``i`` is a pure function of (data, ExpertSpec, i): its initial weights,
+batch order and augmentation draws all derive from ``(spec.seed, i, epoch)``.
+
+On disk (``<buffer_dir>/<dataset>-<arch>-<key>/``):
+
+* ``buffer.json``: the spec, the data description and the parameter layout (written once);
+* ``expert_0007.npy`` + ``expert_0007.json``: a finished expert. The array is written under a
+  temporary name and ``os.replace``d into place; the ``.json`` marker is written (atomically)
+  after it. An expert counts as done only with a marker that matches the key, index, shape and
+  file size, so a half-written file, a leftover temporary or a file without marker is rebuilt,
+  never used;
+* ``expert_0007.partial.npy`` + ``.partial.json``: an expert being trained (rows written as
+  epochs finish, the json records how many are valid). A job that dies resumes from it; because
+  plain SGD has no optimizer state and the draws are per epoch, the result equals an
+  uninterrupted build;
+* ``expert_0007.lock``: held (flock) while building, so two workers never build the same expert.
+
+The key hashes what determines the trajectories: the data (dataset fingerprint, or a content hash
+for hand-made data) with its transforms (ZCA), the arch and its options, epochs, lr, batch size,
+DSA strategy and expert seed, and FORMAT_VERSION. It excludes the number of experts: expert i is
+the same whatever the count, so asking for more experts extends a buffer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...aug import DiffAug
+from ...data.base import ImageData
+from ...errors import UserError
+from ...nets import build_network
+from ...utils.seeding import derive_seed, generator
+
+try:  # POSIX; elsewhere concurrent builders of one expert would race (each result is still valid)
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ExpertSpec:
+    """Everything besides the data that determines an expert trajectory."""
+
+    arch: str = "convnet"
+    net_options: tuple[tuple[str, Any], ...] = ()  # sorted (name, value) pairs
+    epochs: int = 50
+    lr: float = 0.01
+    batch_size: int = 256
+    dsa_strategy: str = "none"  # resolved strategy string ("none" = no augmentation)
+    seed: int = 0
+
+    def net_kwargs(self) -> dict[str, Any]:
+        return dict(self.net_options)
+
+
+def default_buffer_dir() -> Path:
+    return Path(os.environ.get("DISTILLERY_CACHE") or "~/.cache/distillery").expanduser().resolve() / "experts"
+
+
+def resolve_buffer_dir(buffer_dir: str | os.PathLike | None) -> str:
+    """Absolute buffer root (default ``$DISTILLERY_CACHE/experts`` or ``~/.cache/distillery/experts``)."""
+    return str(Path(buffer_dir).expanduser().resolve()) if buffer_dir else str(default_buffer_dir())
+
+
+def content_id(data: ImageData) -> str:
+    """Hash of the training tensors themselves, for data without a dataset fingerprint."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(repr((data.classes, data.transform)).encode())
+    for t in (data.train_x, data.train_y):
+        arr = t.detach().cpu().contiguous().numpy()
+        h.update(f"{arr.dtype}{arr.shape}".encode())
+        h.update(memoryview(arr).cast("B"))
+    return "content-" + h.hexdigest()
+
+
+def data_id(data: ImageData) -> str:
+    """What identifies the untransformed data: its dataset fingerprint when known."""
+    return data.fingerprint if data.fingerprint else content_id(data)
+
+
+def buffer_key(data_ident: str, transforms: tuple[str, ...], spec: ExpertSpec) -> str:
+    ident = {"format": FORMAT_VERSION, "data": data_ident, "transforms": list(transforms), "spec": asdict(spec)}
+    return hashlib.blake2b(json.dumps(ident, sort_keys=True, default=str).encode(), digest_size=10).hexdigest()
+
+
+def buffer_dirname(dataset: str, arch: str, key: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_.]+", "_", f"{dataset.lower()}-{arch}")
+    return f"{safe}-{key}"
+
+
+# ---------------------------------------------------------------------------------------------
+# flat parameter vectors
+
+
+def flat_params(net: nn.Module) -> Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+
+
+def set_flat_params(net: nn.Module, flat: Tensor) -> None:
+    with torch.no_grad():
+        offset = 0
+        for p in net.parameters():
+            n = p.numel()
+            p.copy_(flat[offset : offset + n].view_as(p))
+            offset += n
+
+
+def param_layout(net: nn.Module) -> list[list[Any]]:
+    return [[name, list(p.shape)] for name, p in net.named_parameters()]
+
+
+def build_expert_net(spec: ExpertSpec, data: ImageData, seed: int | None) -> nn.Module:
+    return build_network(spec.arch, data.channels, data.image_size, data.num_classes, seed=seed, **spec.net_kwargs())
+
+
+# ---------------------------------------------------------------------------------------------
+# training one expert
+
+
+def expert_seed(spec: ExpertSpec, index: int) -> int:
+    return derive_seed(spec.seed, "mtt-expert", index)
+
+
+def train_expert_epochs(
+    net: nn.Module, spec: ExpertSpec, data: ImageData, index: int, first_epoch: int, device: torch.device, on_epoch
+) -> None:
+    """Train ``net`` (already at the parameters after ``first_epoch`` epochs) up to spec.epochs,
+    calling ``on_epoch(epoch_done, flat_params, train_loss, train_acc)`` after each epoch."""
+    aug = DiffAug(spec.dsa_strategy) if spec.dsa_strategy != "none" else None
+    params = list(net.parameters())
+    x_all, y_all = data.train_x, data.train_y
+    n = len(x_all)
+    seed = expert_seed(spec, index)
+    net.train()
+    for epoch in range(first_epoch, spec.epochs):
+        g = generator(seed, "epoch", epoch)
+        total_loss, correct = 0.0, 0
+        for idx in torch.randperm(n, generator=g).split(spec.batch_size):
+            idx = idx.to(x_all.device)
+            x = x_all[idx].to(device)
+            if aug is not None:
+                x = aug(x, generator=g)
+            y = y_all[idx].to(device)
+            out = net(x)
+            loss = F.cross_entropy(out, y)
+            grads = torch.autograd.grad(loss, params)
+            with torch.no_grad():  # plain SGD: no momentum, no weight decay (as the reference experts)
+                torch._foreach_add_(params, grads, alpha=-spec.lr)
+            total_loss += float(loss.detach()) * len(idx)
+            correct += int((out.argmax(1) == y).sum())
+        on_epoch(epoch + 1, flat_params(net), total_loss / n, correct / n)
+
+
+@torch.no_grad()
+def test_accuracy(net: nn.Module, data: ImageData, device: torch.device, batch_size: int = 2048) -> float:
+    net.eval()
+    correct = 0
+    for start in range(0, len(data.test_x), batch_size):
+        x = data.test_x[start : start + batch_size].to(device)
+        correct += int((net(x).argmax(1) == data.test_y[start : start + batch_size].to(device)).sum())
+    net.train()
+    return correct / max(1, len(data.test_x))
+
+
+# ---------------------------------------------------------------------------------------------
+# the buffer
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; buffers are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path) as f:
+            value = json.load(f)
+        return value if isinstance(value, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+class ExpertBuffer:
+    """One key's directory of expert trajectories (see the module docstring for the layout)."""
+
+    def __init__(self, root: str | os.PathLike, dataset: str, key: str, spec: ExpertSpec) -> None:
+        self.root = Path(resolve_buffer_dir(root))
+        self.key = key
+        self.spec = spec
+        self.path = self.root / buffer_dirname(dataset, spec.arch, key)
+
+    def __repr__(self) -> str:
+        return f"ExpertBuffer({str(self.path)!r})"
+
+    # -- paths
+    def expert_path(self, i: int) -> Path:
+        return self.path / f"expert_{i:04d}.npy"
+
+    def marker_path(self, i: int) -> Path:
+        return self.path / f"expert_{i:04d}.json"
+
+    def partial_path(self, i: int) -> Path:
+        return self.path / f"expert_{i:04d}.partial.npy"
+
+    def progress_path(self, i: int) -> Path:
+        return self.path / f"expert_{i:04d}.partial.json"
+
+    def lock_path(self, i: int) -> Path:
+        return self.path / f"expert_{i:04d}.lock"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "buffer.json"
+
+    # -- status
+    def marker(self, i: int) -> dict[str, Any] | None:
+        """The finished expert's record, or None when expert i is not (validly) finished."""
+        m = _read_json(self.marker_path(i))
+        if m is None or m.get("format") != FORMAT_VERSION or m.get("key") != self.key or m.get("index") != i:
+            return None
+        if m.get("epochs") != self.spec.epochs:
+            return None
+        try:
+            size = os.path.getsize(self.expert_path(i))
+        except OSError:
+            return None
+        return m if size == m.get("bytes") else None
+
+    def is_done(self, i: int) -> bool:
+        return self.marker(i) is not None
+
+    def missing(self, count: int) -> list[int]:
+        return [i for i in range(count) if not self.is_done(i)]
+
+    def manifest(self) -> dict[str, Any] | None:
+        return _read_json(self.manifest_path)
+
+    # -- building
+    @contextlib.contextmanager
+    def _lock(self, i: int) -> Iterator[None]:
+        if fcntl is None:  # pragma: no cover
+            yield
+            return
+        with open(self.lock_path(i), "a") as f:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def _describe_data(self, data: ImageData) -> dict[str, Any]:
+        return {
+            "name": data.name, "data_id": data_id(data) if data.fingerprint else None, "transform": list(data.transform),
+            "image_shape": list(data.image_shape), "num_classes": data.num_classes, "train_size": len(data.train_x),
+        }
+
+    def check_manifest(self, data: ImageData, layout: list[list[Any]]) -> None:
+        """Write buffer.json once; on later builds refuse data that does not fit the buffer."""
+        want = {"format": FORMAT_VERSION, "key": self.key, "spec": asdict(self.spec), "data": self._describe_data(data), "layout": layout}
+        have = self.manifest()
+        if have is None:
+            _atomic_write_text(self.manifest_path, json.dumps(want, indent=1, default=str))
+            return
+        for field in ("image_shape", "num_classes", "train_size", "transform"):
+            if have.get("data", {}).get(field) != want["data"][field]:
+                raise UserError(
+                    f"expert buffer {self.path} was built on data with {field}={have.get('data', {}).get(field)!r}, but this "
+                    f"data has {want['data'][field]!r}: the job was given the wrong data (or delete the buffer directory)"
+                )
+        if have.get("layout") != json.loads(json.dumps(layout)):
+            raise UserError(f"expert buffer {self.path} holds a different network layout; delete the directory to rebuild it")
+
+    def build(self, i: int, data: ImageData, device: torch.device) -> bool:
+        """Train expert i unless it is done (idempotent; safe against concurrent builders).
+        Returns True when this call trained (some of) it."""
+        if self.is_done(i):
+            return False
+        self.path.mkdir(parents=True, exist_ok=True)
+        with self._lock(i):
+            if self.is_done(i):  # another process finished it while we waited
+                return False
+            self._build_locked(i, data, torch.device(device))
+            return True
+
+    def _build_locked(self, i: int, data: ImageData, device: torch.device) -> None:
+        spec = self.spec
+        t0 = time.perf_counter()
+        net = build_expert_net(spec, data, seed=expert_seed(spec, i)).to(device)
+        layout = param_layout(net)
+        self.check_manifest(data, layout)
+        num_params = sum(p.numel() for p in net.parameters())
+        shape = (spec.epochs + 1, num_params)
+        partial, progress = self.partial_path(i), self.progress_path(i)
+
+        done, history = 0, {"train_loss": [], "train_acc": [], "seconds": 0.0}
+        rec = _read_json(progress)
+        rows = None
+        if rec is not None and rec.get("key") == self.key and rec.get("index") == i and rec.get("shape") == list(shape) and partial.is_file():
+            try:
+                rows = np.lib.format.open_memmap(partial, mode="r+")
+                if rows.shape != shape or rows.dtype != np.float32:
+                    rows = None
+            except (OSError, ValueError):
+                rows = None
+            if rows is not None:
+                done = int(rec["epochs_done"])
+                history = rec.get("history", history)
+                set_flat_params(net, torch.from_numpy(np.array(rows[done])).to(device))
+                log.info("expert %d of %s: resuming after epoch %d", i, self.path.name, done)
+        if rows is None:  # fresh start (a leftover partial without a valid record is discarded)
+            with contextlib.suppress(OSError):
+                progress.unlink()
+            rows = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=shape)
+            rows[0] = flat_params(net).cpu().numpy()
+            rows.flush()
+        elapsed0 = float(history.get("seconds", 0.0))
+
+        def on_epoch(epoch: int, flat: Tensor, loss: float, acc: float) -> None:
+            rows[epoch] = flat.cpu().numpy()
+            rows.flush()
+            history["train_loss"].append(loss)
+            history["train_acc"].append(acc)
+            history["seconds"] = elapsed0 + time.perf_counter() - t0
+            if epoch < spec.epochs:  # the record that makes a restart resume here
+                _atomic_write_text(progress, json.dumps({"key": self.key, "index": i, "shape": list(shape), "epochs_done": epoch, "history": history}))
+
+        train_expert_epochs(net, spec, data, i, done, device, on_epoch)
+        del rows
+        with open(partial, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(partial, self.expert_path(i))
+        marker = {
+            "format": FORMAT_VERSION, "key": self.key, "index": i, "epochs": spec.epochs, "num_params": num_params,
+            "bytes": os.path.getsize(self.expert_path(i)), "test_acc": test_accuracy(net, data, device),
+            **history, "seconds": elapsed0 + time.perf_counter() - t0,
+        }
+        _atomic_write_text(self.marker_path(i), json.dumps(marker))
+        with contextlib.suppress(OSError):
+            progress.unlink()
+        log.info("expert %d of %s: %d epochs in %.1fs, test acc %.3f", i, self.path.name, spec.epochs, marker["seconds"], marker["test_acc"])
+
+    def ensure(self, count: int, data: ImageData, device: torch.device) -> list[int]:
+        """Build (sequentially) every missing expert among the first ``count``; returns those built."""
+        built = []
+        for i in self.missing(count):
+            if self.build(i, data, device):
+                built.append(i)
+        return built
+
+    # -- reading
+    def layout(self) -> list[list[Any]] | None:
+        m = self.manifest()
+        return m.get("layout") if m else None
+
+    def load_epochs(self, i: int, *epochs: int) -> list[Tensor]:
+        """The flat parameters of expert i at the given epochs, read lazily (memory-mapped; only
+        those rows are touched) and copied out, so nothing stays mapped between calls."""
+        if not self.is_done(i):
+            raise UserError(f"expert {i} of {self.path} is not built (missing or incomplete)")
+        arr = np.load(self.expert_path(i), mmap_mode="r")
+        try:
+            return [torch.from_numpy(np.array(arr[e], dtype=np.float32)) for e in epochs]
+        finally:
+            del arr

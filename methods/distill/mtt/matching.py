@@ -1,0 +1,180 @@
+"""The trajectory-matching objective and its gradient, three ways.
+
+From expert parameters theta_0 = theta*_t the student takes N SGD steps on synthetic minibatches,
+theta_{s+1} = theta_s - alpha * g_s with g_s = grad_theta CE(f(A_s(X[B_s]); theta_s), y[B_s]),
+and the loss is ||theta_N - theta*_{t+M}||^2 / ||theta*_t - theta*_{t+M}||^2. We need dL/dX and
+dL/dalpha.
+
+* ``unrolled`` (MTT): one autograd graph through all N steps (create_graph), then backward.
+  Memory grows with N x batch.
+* ``tesla`` (TESLA, Cui et al. 2023): pass 1 takes the N steps with detached gradients, keeping
+  theta_s and G = sum_s g_s, so theta_N = theta_0 - alpha G in closed form and
+  dL/dg_s = -alpha a with a = 2 (theta_N - theta*) / D for every s. Pass 2 recomputes each g_s
+  (create_graph, one step at a time) and backpropagates -alpha a . g_s into that step's batch only;
+  dL/dalpha = -G . a. It treats each theta_s as a constant, i.e. drops the terms through which X
+  and alpha also move the later steps' parameters (alpha^2 H_s terms): exact for N = 1 and a
+  first-order approximation otherwise (that is the published method).
+* ``tesla_exact``: the same two passes and the same memory (one step's graph plus the stored
+  theta_s), but pass 2 runs backwards and carries the adjoint a_s = dL/dtheta_s with one
+  Hessian-vector product per step, a_s = a_{s+1} - alpha H_s a_{s+1}, so dL/dX and dL/dalpha equal
+  the unrolled ones (up to float rounding). Costs about one extra forward/backward per step over
+  ``unrolled``.
+
+All three consume the same precomputed plan (batch indices and augmentation draws per step), so
+they see identical data; the plan is drawn from a generator keyed by (seed, iteration).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from ...aug import AugDraw, DiffAug
+
+MEMORY_MODES = ("unrolled", "tesla", "tesla_exact")
+
+
+class FlatNet:
+    """``module`` evaluated at a flat parameter vector (torch.func.functional_call; the module's
+    own parameters are only a template for names and shapes)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        named = list(module.named_parameters())
+        self.names = [n for n, _ in named]
+        self.shapes = [p.shape for _, p in named]
+        self.numels = [p.numel() for _, p in named]
+        self.num_params = sum(self.numels)
+        self.buffers = dict(module.named_buffers())
+
+    def __call__(self, flat: Tensor, x: Tensor) -> Tensor:
+        params = {n: t.view(s) for n, t, s in zip(self.names, torch.split(flat, self.numels), self.shapes)}
+        return functional_call(self.module, {**params, **self.buffers}, (x,))
+
+
+@dataclass(frozen=True, eq=False)
+class Step:
+    indices: Tensor  # which synthetic images (on the images' device)
+    draw: AugDraw | None  # the step's augmentation parameters (per sample), or None
+
+
+def plan_steps(n_images: int, syn_steps: int, batch_syn: int, aug: DiffAug | None, g: torch.Generator, device: torch.device) -> list[Step]:
+    """Minibatches as the reference: walk a fresh permutation in chunks of batch_syn, reshuffling
+    when it runs out; one per-sample DSA draw per step."""
+    steps: list[Step] = []
+    chunks: list[Tensor] = []
+    for _ in range(syn_steps):
+        if not chunks:
+            chunks = list(torch.randperm(n_images, generator=g).split(batch_syn))
+        idx = chunks.pop(0)
+        draw = aug.sample(len(idx), g, device=device) if aug is not None and aug.enabled else None
+        steps.append(Step(idx.to(device), draw))
+    return steps
+
+
+def _step_loss(net: FlatNet, theta: Tensor, x: Tensor, y: Tensor, step: Step, aug: DiffAug | None) -> Tensor:
+    if step.draw is not None and aug is not None:
+        x = aug.apply(x, step.draw)
+    return F.cross_entropy(net(theta, x), y)
+
+
+def match_loss(theta_n: Tensor, start: Tensor, target: Tensor) -> Tensor:
+    return (theta_n - target).pow(2).sum() / (start - target).pow(2).sum()
+
+
+def matching_grads(
+    mode: str,
+    net: FlatNet,
+    start: Tensor,
+    target: Tensor,
+    images: Tensor,
+    labels: Tensor,
+    lr: Tensor,
+    steps: list[Step],
+    aug: DiffAug | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(loss, dL/dimages, dL/dlr) for one expert segment; ``images`` and ``lr`` are plain tensors
+    (their requires_grad is ignored)."""
+    if mode == "unrolled":
+        return _unrolled(net, start, target, images, labels, lr, steps, aug)
+    if mode in ("tesla", "tesla_exact"):
+        return _two_pass(net, start, target, images, labels, lr, steps, aug, exact=mode == "tesla_exact")
+    raise ValueError(f"unknown memory_mode {mode!r}; choose one of {', '.join(MEMORY_MODES)}")
+
+
+def _unrolled(net, start, target, images, labels, lr, steps, aug):
+    images = images.detach().requires_grad_(True)
+    lr = lr.detach().requires_grad_(True)
+    theta = start.detach().requires_grad_(True)
+    for step in steps:
+        loss = _step_loss(net, theta, images[step.indices], labels[step.indices], step, aug)
+        (g,) = torch.autograd.grad(loss, theta, create_graph=True)
+        theta = theta - lr * g
+    loss = match_loss(theta, start, target)
+    grad_images, grad_lr = torch.autograd.grad(loss, (images, lr))
+    return loss.detach(), grad_images, grad_lr
+
+
+def _two_pass(net, start, target, images, labels, lr, steps, aug, exact: bool):
+    images = images.detach()
+    alpha = lr.detach()
+    # pass 1: the trajectory with detached gradients (memory: the N + 1 parameter vectors)
+    thetas = [start.detach()]
+    grad_sum = torch.zeros_like(start)
+    for step in steps:
+        theta = thetas[-1].clone().requires_grad_(True)
+        loss = _step_loss(net, theta, images[step.indices], labels[step.indices], step, aug)
+        (g,) = torch.autograd.grad(loss, theta)
+        grad_sum += g
+        thetas.append((thetas[-1] - alpha * g).detach())
+    theta_n = thetas[-1]
+    loss = match_loss(theta_n, start, target)
+    adjoint = 2.0 * (theta_n - target) / (start - target).pow(2).sum()  # dL/dtheta_N
+    # pass 2: one step's graph at a time
+    grad_images = torch.zeros_like(images)
+    grad_lr = torch.zeros_like(alpha)
+    order = range(len(steps) - 1, -1, -1) if exact else range(len(steps))
+    for s in order:
+        step = steps[s]
+        theta = thetas[s].clone().requires_grad_(True)
+        xb = images[step.indices].clone().requires_grad_(True)
+        step_loss = _step_loss(net, theta, xb, labels[step.indices], step, aug)
+        (g,) = torch.autograd.grad(step_loss, theta, create_graph=True)
+        dot = (g * adjoint).sum()  # d(theta_{s+1})/d(.) contracted with the adjoint, up to -alpha
+        if exact:
+            hv, gx = torch.autograd.grad(dot, (theta, xb))
+        else:
+            (gx,) = torch.autograd.grad(dot, xb)
+        grad_images[step.indices] += gx * (-alpha)  # indices within a step are distinct: deterministic
+        grad_lr -= (g.detach() * adjoint).sum()
+        if exact:
+            adjoint = adjoint - alpha * hv
+    return loss, grad_images, grad_lr
+
+
+class _Packed:
+    """A tensor saved for backward, counted while the graph holding it is alive."""
+
+    __slots__ = ("tensor", "nbytes", "meter")
+
+    def __init__(self, tensor: Tensor, meter: list[int]) -> None:
+        self.tensor, self.nbytes, self.meter = tensor, tensor.numel() * tensor.element_size(), meter
+        meter[0] += self.nbytes
+        meter[1] = max(meter[1], meter[0])
+
+    def __del__(self) -> None:
+        self.meter[0] -= self.nbytes
+
+
+def saved_tensor_peak(fn):
+    """(fn(), peak bytes of tensors held by live autograd graphs while fn ran): the memory an
+    unrolled graph costs, measured exactly on any device (CPU autograd runs on this thread).
+    Tensors saved twice count twice, so it is an upper bound of the graph's own memory."""
+    meter = [0, 0]  # live, peak
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: _Packed(t, meter), lambda p: p.tensor):
+        out = fn()
+    return out, meter[1]
