@@ -59,10 +59,11 @@ def ray_head(tmp_path_factory):
 
 
 @pytest.fixture
-def joined(ray_head):
+def joined(ray_head, tmp_path, monkeypatch):
     """An in-process driver connected to the head (what --address does)."""
     from orchestrator.raycluster import connect
 
+    monkeypatch.chdir(tmp_path)  # default paths (mlflow.db, distillery-runs) resolve against the cwd
     connect(ray_head)
     yield ray_head
 
