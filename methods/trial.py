@@ -70,6 +70,7 @@ class TrialResult:
     distill_seconds: float
     eval_seconds: float
     losses: list[tuple[int, float]]
+    eval_split: str = "test"  # what the accuracies were measured on: "test" or "validation" (tuning)
 
     def summary(self) -> dict[str, Any]:
         """The JSON the CLI prints (first arch at top level, every arch under 'archs')."""
@@ -85,6 +86,8 @@ class TrialResult:
             "per_model": first["per_model"],
             "n_models": first["n_models"],
             "class_names": list(self.class_names),
+            "eval_split": self.eval_split,
+            "eval_samples": sum(self.class_counts),
             "archs": archs,
             "distill_seconds": self.distill_seconds,
             "eval_seconds": self.eval_seconds,
@@ -170,7 +173,7 @@ def run_trial(
         )
     eval_seconds = time.perf_counter() - t0
     counts = torch.bincount(data.test_y.cpu(), minlength=data.num_classes).tolist()
-    return TrialResult(spec, config, synset, evals, data.classes, counts, distill_seconds, eval_seconds, losses)
+    return TrialResult(spec, config, synset, evals, data.classes, counts, distill_seconds, eval_seconds, losses, data.eval_split)
 
 
 def with_overrides(spec: TrialSpec, overrides: Mapping[str, str]) -> TrialSpec:

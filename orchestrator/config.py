@@ -173,11 +173,16 @@ class SweepConfig(BaseModel):
         """Absolute storage path, data roots and tracking URI (Tune trials run in other dirs)."""
         base = (base_dir or Path.cwd()).resolve()
         storage = _abs(self.storage_path, base)
-        uri = self.tracking_uri or f"sqlite:///{base / 'mlflow.db'}"
-        if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-            uri = f"sqlite:///{_abs(uri[len('sqlite:///'):], base)}"
+        uri = abs_sqlite_uri(self.tracking_uri or f"sqlite:///{base / 'mlflow.db'}", base)
         datasets = [d.model_copy(update={"root": _abs(d.root, base) if d.root else None}) for d in self.datasets]
         return self.model_copy(update={"storage_path": storage, "tracking_uri": uri, "datasets": datasets})
+
+
+def abs_sqlite_uri(uri: str, base: Path) -> str:
+    """A relative sqlite URL (sqlite:///x.db) made absolute: trials and servers run elsewhere."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{_abs(uri[len('sqlite:///'):], base)}"
+    return uri
 
 
 def _abs(path: str, base: Path) -> str:

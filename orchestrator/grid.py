@@ -72,6 +72,9 @@ def identity(spec: TrialSpec) -> dict[str, Any]:
     data = dataclasses.asdict(spec.data)
     data.pop("download", None)  # how files arrived does not change them
     data.pop("cache_dir", None)
+    evaluation = dataclasses.asdict(spec.eval)
+    for how in ("vectorize", "test_batch_size"):  # how the models are computed, not what they are
+        evaluation.pop(how, None)
     return {
         "dataset": spec.dataset,
         "data": data,
@@ -81,7 +84,7 @@ def identity(spec: TrialSpec) -> dict[str, Any]:
         "seed": spec.seed,
         "archs": list(spec.archs),
         "n_models": spec.n_models,
-        "eval": dataclasses.asdict(spec.eval),
+        "eval": evaluation,
         "arch_options": {k: dict(v) for k, v in sorted(spec.arch_options.items())},
     }
 

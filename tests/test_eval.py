@@ -17,7 +17,7 @@ def _synset(data, ipc=6):
 def test_vectorized_equals_separate_trainings(dsa):
     data = make_tiny_data()
     syn = _synset(data)
-    cfg = EvalConfig(epochs=6, batch_size=8, dsa=dsa, dsa_strategy="crop_scale" if dsa else None)
+    cfg = EvalConfig(epochs=6, batch_size=8, dsa=dsa, dsa_strategy="crop_scale" if dsa else None, vectorize=True)
     vec = evaluate_synset(syn, data, "convnet", 3, cfg, seed=1, net_options={"width": 8})
     seq = evaluate_synset(syn, data, "convnet", 3, dataclasses.replace(cfg, vectorize=False), seed=1, net_options={"width": 8})
     assert vec.vectorized and not seq.vectorized
@@ -42,7 +42,7 @@ def test_vectorized_final_weights_equal_separate(monkeypatch):
         monkeypatch.setattr(protocol, name, wrapped)
     data = make_tiny_data()
     syn = _synset(data)
-    cfg = EvalConfig(epochs=4, batch_size=8, dsa=False)
+    cfg = EvalConfig(epochs=4, batch_size=8, dsa=False, vectorize=True)
     evaluate_synset(syn, data, "mlp", 2, cfg, seed=3, net_options={"width": 16})
     evaluate_synset(syn, data, "mlp", 2, dataclasses.replace(cfg, vectorize=False), seed=3, net_options={"width": 16})
     for a, b in zip(captured["_train_vectorized"], captured["_train_sequential"]):
@@ -82,3 +82,9 @@ def test_full_data_uses_full_data_epochs():
     full = SyntheticSet(data.train_x, data.train_y, full_data=True)
     res = evaluate_synset(full, data, "mlp", 1, EvalConfig(epochs=50, full_data_epochs=2, batch_size=16), seed=0)
     assert res.epochs == 2
+
+
+def test_vectorize_auto_uses_the_loop_on_cpu():
+    data = make_tiny_data()
+    res = evaluate_synset(_synset(data), data, "mlp", 2, EvalConfig(epochs=1, batch_size=8, dsa=False), seed=0, net_options={"width": 8})
+    assert EvalConfig().vectorize is None and not res.vectorized

@@ -37,6 +37,9 @@ class ImageData:
     #: stable id of the untransformed data (methods.data.dataset_fingerprint) when known; methods
     #: key shared caches on (fingerprint, transform), e.g. MTT's expert buffers
     fingerprint: str | None = None
+    #: what test_x/test_y hold: "test" (the official test split) or "validation" (images held out of
+    #: the training split, DatasetOptions.validation_per_class; what tuning scores on)
+    eval_split: str = "test"
 
     @property
     def num_classes(self) -> int:

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
+
 from ..errors import UserError
 from . import digits as _digits  # noqa: F401  (each import registers loaders)
 from . import imagefolder as _imagefolder  # noqa: F401
@@ -28,6 +30,7 @@ from .source import DATASETS, DatasetSource, MissingDataError, RawSplits
 log = logging.getLogger(__name__)
 
 TEST_SUBSET_SEED = 0  # test subsets ignore options.seed: trials with different seeds share a test set
+VALIDATION_SEED = 0  # the validation split is fixed too: every tuning trial of a cell scores on the same images
 
 
 @dataclass(frozen=True)
@@ -44,13 +47,21 @@ class DatasetOptions:
     test_subset_per_class: int | None = None  # same for the test split (None = full test set; fixed seed)
     resize: int | None = None          # resize images to resize x resize
     seed: int = 0                      # seed of the training-subset draw
+    #: carve this many training images per class out as the evaluation split, which then replaces
+    #: the test split (tuning must never select on test data); None = evaluate on the test split
+    validation_per_class: int | None = None
     cache_dir: str | None = None       # decoded-tensor cache (default: ~/.cache/distillery or $DISTILLERY_CACHE)
 
     def __post_init__(self) -> None:
-        for opt in ("subset_per_class", "test_subset_per_class", "resize"):
+        for opt in ("subset_per_class", "test_subset_per_class", "resize", "validation_per_class"):
             value = getattr(self, opt)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise UserError(f"dataset option {opt} must be an integer >= 1 (or null for none), got {value!r}")
+        if self.validation_per_class is not None and self.test_subset_per_class is not None:
+            raise UserError(
+                "dataset options validation_per_class and test_subset_per_class are both set, but with a validation "
+                "split the test split is not used; drop test_subset_per_class"
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise UserError(f"dataset option seed must be an integer, got {self.seed!r}")
         if not isinstance(self.download, bool):
@@ -96,6 +107,8 @@ def dataset_fingerprint(name: str, options: DatasetOptions | None = None) -> str
         "resize": opts.resize,
         "seed": opts.seed if opts.subset_per_class is not None else None,
     }
+    if opts.validation_per_class is not None:  # other training images: experts etc. must not see the held-out ones
+        ident["validation_per_class"] = opts.validation_per_class
     return hashlib.blake2b(json.dumps(ident, sort_keys=True).encode(), digest_size=6).hexdigest()
 
 
@@ -175,6 +188,10 @@ def load_dataset(name: str, options: DatasetOptions | None = None) -> ImageData:
     mean, std = channel_stats(raw.train_x)  # full training split, before subsetting
     train_x, train_y, test_x, test_y = raw.train_x, raw.train_y, raw.test_x, raw.test_y
     n = len(raw.classes)
+    eval_split = "test"
+    if options.validation_per_class is not None:
+        test_x, test_y, train_x, train_y = _validation_split(name, train_x, train_y, options.validation_per_class, n)
+        eval_split = "validation"
     if options.subset_per_class is not None:
         keep = subset_per_class(train_y, options.subset_per_class, n, options.seed, "train")
         train_x, train_y = train_x[keep], train_y[keep]
@@ -190,7 +207,24 @@ def load_dataset(name: str, options: DatasetOptions | None = None) -> ImageData:
         classes=raw.classes,
         mean=mean,
         std=std,
+        eval_split=eval_split,
     )
+
+
+def _validation_split(name: str, x, y, k: int, num_classes: int):
+    """(val_x, val_y, rest_x, rest_y): k seeded training images per class held out. Drawn before
+    any training subset, so the validation images do not depend on the subset seed."""
+    counts = torch.bincount(y, minlength=num_classes)
+    smallest = int(counts.min())
+    if k >= smallest:
+        raise UserError(
+            f"dataset {name!r}: validation_per_class={k} would leave no training images for a class with {smallest}; "
+            f"use a value below {smallest}"
+        )
+    held = subset_per_class(y, k, num_classes, VALIDATION_SEED, "validation")
+    mask = torch.ones(len(y), dtype=torch.bool)
+    mask[held] = False
+    return x[held], y[held], x[mask], y[mask]
 
 
 __all__ = [

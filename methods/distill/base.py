@@ -157,9 +157,15 @@ class DistillMethod(ABC):
         return self.Config()
 
     def make_config(self, dataset: str, ipc: int, overrides: Mapping[str, Any] | None = None) -> Any:
-        """Published defaults for (dataset, ipc) with overrides applied; unknown keys are errors."""
+        """Published defaults for (dataset, ipc) with overrides applied and validated; unknown keys
+        and bad values are errors, raised here so configs fail before any work starts."""
         base = self.default_config(dataset, ipc)
-        return apply_overrides(base, overrides or {}, owner=f"method {self.name!r}")
+        config = apply_overrides(base, overrides or {}, owner=f"method {self.name!r}")
+        self.validate(config)
+        return config
+
+    def validate(self, config: Any) -> None:
+        """Cheap value checks naming the option (configs that check themselves need none)."""
 
     def transforms(self, config: Any) -> tuple[str, ...]:
         """Data transforms this config asks for (e.g. ('zca',) when config.zca is true)."""

@@ -45,7 +45,10 @@ class EvalConfig:
     dsa: bool = True
     dsa_strategy: str | None = None  # None: the dataset's default (no flip for digits)
     use_learned_lr: bool = True  # use SyntheticSet.lr (MTT) when the set has one
-    vectorize: bool = True
+    #: train the K models in one torch.func.vmap pass (True), in a loop (False), or None: vmap on an
+    #: accelerator, the loop on CPU, where bench/bench_eval.py measured vmap ~3x slower (2 cores).
+    #: The results agree up to float error either way, so this is not part of a trial's identity.
+    vectorize: bool | None = None
     test_batch_size: int = 2048
 
 
@@ -92,7 +95,8 @@ def evaluate_synset(
     aug = DiffAug(config.dsa_strategy or default_strategy(data.name)) if config.dsa else None
     x = synset.images.detach().to(device)
     y = synset.labels.detach().to(device)
-    vectorized = config.vectorize and not _has_batchnorm(models[0])
+    want = config.vectorize if config.vectorize is not None else device.type != "cpu"
+    vectorized = want and not _has_batchnorm(models[0])
 
     t0 = time.perf_counter()
     train = _train_vectorized if vectorized else _train_sequential
