@@ -19,7 +19,6 @@ next to the published numbers (full scale, width 128).
 from __future__ import annotations
 
 import argparse
-import ctypes
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+
+from bench.memory import reset_peak, status_kb  # noqa: E402
 
 from methods.data import DatasetOptions, load_dataset  # noqa: E402
 from methods.distill import get_method  # noqa: E402
@@ -56,23 +57,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return -1
-
-
-def _reset_peak() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
 
 
 def iterations(args) -> dict[str, dict[int, int]]:
@@ -109,12 +93,12 @@ def main() -> int:
             cfg = config_for(args, name, ipc, iters)
             method = get_method(name)
             losses: list[float] = []
-            _reset_peak()
-            base = _status_kb("VmRSS")
+            reset_peak()
+            base = status_kb("VmRSS")
             t0 = time.perf_counter()
             syn = method.distill(data, ipc, cfg, args.seed, CPU, lambda p: losses.append(p.loss) if p.loss is not None else None)
             dsec = time.perf_counter() - t0
-            peak_mb = (_status_kb("VmHWM") - base) / 1024
+            peak_mb = (status_kb("VmHWM") - base) / 1024
             n_it = getattr(cfg, "iterations", 0) if name != "random" else 0
             res = evaluate_synset(syn, data, "convnet", args.models, EvalConfig(epochs=args.eval_epochs), seed=args.seed,
                                   device=CPU, net_options={"width": args.width})

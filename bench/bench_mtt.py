@@ -21,7 +21,6 @@ What it does:
 from __future__ import annotations
 
 import argparse
-import ctypes
 import dataclasses
 import json
 import os
@@ -32,6 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+
+from bench.memory import reset_peak, status_kb  # noqa: E402
 
 from methods.data import DatasetOptions, dataset_fingerprint, load_dataset  # noqa: E402
 from methods.aug import DiffAug, apply_transforms  # noqa: E402
@@ -97,27 +98,6 @@ def evaluate(args, syn, data) -> tuple[float, float, float]:
 # memory
 
 
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return -1
-
-
-def _reset_peak() -> bool:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap pages back, so RSS starts low
-    except OSError:
-        pass
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
-        return True
-    except OSError:
-        return False
-
-
 def memory_modes(args, data, buffer) -> list[dict]:
     ipc = 10
     cfg = mtt_config(args, ipc)
@@ -134,14 +114,14 @@ def memory_modes(args, data, buffer) -> list[dict]:
             steps = plan_steps(len(images), steps_n, len(images), aug, generator(args.seed, "bench-mem", steps_n), CPU)
             lr = torch.tensor(0.01)
             matching_grads(mode, net, start, target, images, labels, lr, steps, aug)  # warm-up
-            ok = _reset_peak()
-            base = _status_kb("VmRSS")
+            ok = reset_peak()
+            base = status_kb("VmRSS")
             t0 = time.perf_counter()
             reps = 2
             for _ in range(reps):
                 loss, gi, gl = matching_grads(mode, net, start, target, images, labels, lr, steps, aug)
             sec = (time.perf_counter() - t0) / reps
-            rss_mb = (_status_kb("VmHWM") - base) / 1024 if ok else float("nan")
+            rss_mb = (status_kb("VmHWM") - base) / 1024 if ok else float("nan")
             _, graph = saved_tensor_peak(lambda: matching_grads(mode, net, start, target, images, labels, lr, steps, aug))
             rows.append({"syn_steps": steps_n, "mode": mode, "sec_per_iter": sec, "graph_mb": graph / 2**20, "rss_peak_mb": rss_mb,
                          "loss": float(loss)})

@@ -190,19 +190,25 @@ def _abs(path: str, base: Path) -> str:
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
-def load_config(path: str | Path, overrides: Mapping[str, str] | None = None, base_dir: Path | None = None) -> SweepConfig:
-    """Read, apply ``--set a.b=c`` overrides, validate and resolve; UserError on any problem."""
+def read_yaml(path: str | Path, overrides: Mapping[str, str] | None, kind: str, example: str) -> dict[str, Any]:
+    """A config file as a dict with ``--set a.b=c`` overrides applied; UserError naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"config file {str(path)!r} not found; pass the path of a sweep YAML such as configs/quickstart.yaml")
+        raise UserError(f"config file {str(path)!r} not found; pass the path of a {kind} YAML such as {example}")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise UserError(f"{path}: the top level must be a mapping of sweep fields (name, datasets, methods, ...)")
+        raise UserError(f"{path}: the top level must be a mapping of {kind} fields (name, datasets, methods, ...)")
     for key, value in (overrides or {}).items():
         _set_path(raw, key, yaml.safe_load(value) if isinstance(value, str) else value)
+    return raw
+
+
+def load_config(path: str | Path, overrides: Mapping[str, str] | None = None, base_dir: Path | None = None) -> SweepConfig:
+    """Read, apply ``--set a.b=c`` overrides, validate and resolve; UserError on any problem."""
+    raw = read_yaml(path, overrides, "sweep", "configs/quickstart.yaml")
     return validate_config(raw, source=str(path), base_dir=base_dir)
 
 

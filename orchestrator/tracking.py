@@ -57,16 +57,17 @@ class SweepTracker:
             artifact_location = (db.parent / "mlartifacts").as_uri()
         return self.client.create_experiment(self.sweep_name, artifact_location=artifact_location)
 
-    def existing_parent(self) -> str | None:
+    def existing_parent(self, kind: str = "sweep") -> str | None:
         runs = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'sweep'", max_results=10, order_by=["attributes.start_time ASC"]
+            [self.experiment_id], filter_string=f"tags.`{KIND_TAG}` = '{kind}'", max_results=10, order_by=["attributes.start_time ASC"]
         )
         return runs[0].info.run_id if runs else None
 
-    def start_parent(self, sweep_hash: str, resume: bool) -> str:
-        run_id = self.existing_parent() if resume else None
+    def start_parent(self, sweep_hash: str, resume: bool, kind: str = "sweep") -> str:
+        """The parent run (kind 'sweep' or 'tune'): the existing one when resuming, else a new one."""
+        run_id = self.existing_parent(kind) if resume else None
         if run_id is None:
-            run = self.client.create_run(self.experiment_id, run_name=self.sweep_name, tags={KIND_TAG: "sweep", "distillery.sweep_hash": sweep_hash})
+            run = self.client.create_run(self.experiment_id, run_name=self.sweep_name, tags={KIND_TAG: kind, "distillery.sweep_hash": sweep_hash})
             run_id = run.info.run_id
         else:
             self.client.update_run(run_id, status="RUNNING")
