@@ -33,6 +33,7 @@ from .tracking import HASH_TAG, SweepTracker, flatten
 from .tune_config import TuneConfig
 
 TUNE_KIND = "tune"
+INTERRUPTED = "interrupted: the tuning driver stopped before this trial finished"
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,7 @@ def run_tuning(config: TuneConfig, resume: bool = False, address: str | None = N
 
     tracker = SweepTracker(config.tracking_uri, config.name)
     parent = tracker.start_parent(_config_hash(config), resume, kind=TUNE_KIND)
+    close_interrupted_runs(tracker)
     if not resume or not tracker.client.list_artifacts(parent):
         tracker.client.log_dict(parent, json.loads(config.model_dump_json()), "tune.yaml")
     from .raycluster import connect
@@ -194,11 +196,20 @@ def run_tuning(config: TuneConfig, resume: bool = False, address: str | None = N
     return outcomes
 
 
+def close_interrupted_runs(tracker: SweepTracker) -> list[str]:
+    """Trial runs a killed driver left RUNNING become FAILED with the reason (never reused: the
+    resumed run asks Optuna for new trials)."""
+    stale = [key for key, (_, status) in tracker.runs.items() if status == "RUNNING"]
+    for key in stale:
+        tracker.fail(key, INTERRUPTED)
+    return stale
+
+
 def _config_hash(config: TuneConfig) -> str:
     return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
 
 
-def _prepare_study(config: TuneConfig, cell: Cell, storage: Any) -> Any:
+def prepare_study(config: TuneConfig, cell: Cell, storage: Any) -> Any:
     """Create or load the cell's study, close trials a killed run left RUNNING, enqueue the start."""
     import optuna
     from optuna.trial import TrialState
@@ -208,10 +219,11 @@ def _prepare_study(config: TuneConfig, cell: Cell, storage: Any) -> Any:
     study = optuna.create_study(storage=storage, study_name=name, directions=directions, load_if_exists=True)
     if [d.name.lower() for d in study.directions] != directions:
         raise UserError(f"Optuna study {name!r} was created with other objectives; use a new name (--set name=...)")
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        if t.state == TrialState.RUNNING:  # a driver that died mid-trial: record it, never reuse it
-            storage.set_trial_system_attr(t._trial_id, "fail_reason", "interrupted (the tuning driver stopped)")
-            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    study_id = storage.get_study_id_from_name(name)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # a driver died mid-trial: record it, never reuse it
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+        storage.set_trial_system_attr(trial_id, "fail_reason", INTERRUPTED)
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
     study.set_user_attr("objectives", dict(config.objectives))
     study.set_user_attr("evaluated_on", f"validation split: {config.validation_per_class} training images per class held out")
     start = cell.start_point()
@@ -227,7 +239,7 @@ def _run_cell(config: TuneConfig, cell: Cell, storage: Any, tracker: SweepTracke
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
     from ray.tune.search.optuna import OptunaSearch
 
-    study = _prepare_study(config, cell, storage)
+    study = prepare_study(config, cell, storage)
     before = len([t for t in study.trials if t.state != optuna.trial.TrialState.WAITING])  # the enqueued start is not run yet
     metrics, modes = list(config.objectives), list(config.objectives.values())
     single = len(metrics) == 1

@@ -213,3 +213,30 @@ def test_shipped_configs_validate(path, tmp_path):
             assert all(p.spec.n_models == 10 and p.spec.archs == ("convnet", "alexnet") for p in plans)
         if path.name == "paper_fairness_cifar100.yaml":
             assert len(plans) == 81 and max(p.spec.ipc for p in plans if not p.full_data) == 35
+
+
+def test_resume_closes_what_a_killed_driver_left_running(tmp_path):
+    """A killed driver leaves an Optuna trial and an MLflow run RUNNING: resuming records both as
+    failed with the reason and reuses neither (no Ray needed to set the scene)."""
+    from orchestrator.tracking import SweepTracker
+    from orchestrator.tuning import INTERRUPTED, close_interrupted_runs, prepare_study
+
+    config = load_tune_config(tiny_tune("killed", tmp_path), base_dir=tmp_path)
+    (cell,) = cells(config)
+    storage = optuna.storages.RDBStorage(config.storage)
+    study = prepare_study(config, cell, storage)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.WAITING]  # the starting config, enqueued
+    running = study.ask({k: s.distribution() for k, s in cell.space.items()})  # what the dead driver handed out
+    assert running.params == {"lr_img": 0.0001, "init": "noise"}
+    tracker = SweepTracker(config.tracking_uri, config.name)
+    tracker.start_parent("h", resume=False, kind="tune")
+    tracker.trial_run("dm-ipc3-x", {"distillery.trial_hash": "k1", "distillery.kind": "tune_trial"}, {})
+
+    study = prepare_study(config, cell, storage)  # the resumed driver
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.FAIL and trial.system_attrs["fail_reason"] == INTERRUPTED
+    again = SweepTracker(config.tracking_uri, config.name)
+    again.start_parent("h", resume=True, kind="tune")
+    assert close_interrupted_runs(again) == ["k1"]
+    run = again.client.get_run(again.runs["k1"][0])
+    assert run.info.status == "FAILED" and run.data.tags["distillery.error"] == INTERRUPTED
