@@ -204,7 +204,7 @@ def fig_pareto(points: pd.DataFrame, agg: pd.DataFrame, dataset: str,
         ax.set_title(f"{dataset} / {arch}  (labels: IPC)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-    fig.suptitle("Accuracy-fairness trade-off and Pareto front (max accuracy, min class variance)")
+    fig.suptitle("Accuracy-fairness trade-off and Pareto front\n(max accuracy, min class variance)")
     return fig
 
 
