@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 def sweep_config(name: str, trials: int, iterations: int, epochs: int, cpu: int) -> dict:
     return {
         "name": name,
-        "datasets": ["digits"],
+        "datasets": [{"name": "digits", "resize": 16}],  # 16x16: see configs/quickstart.yaml
         "methods": {"dm": {"params": {"iterations": iterations, "net_width": 32}}},
         "ipcs": [10],
         "seeds": list(range(trials)),
@@ -90,7 +90,7 @@ def main() -> None:
             d = work / f"cpu{cpu}"
             d.mkdir()
             results[cpu] = run_sweep(sweep_config(f"overhead-cpu{cpu}", args.trials, args.iterations, args.epochs, cpu), d)
-    print(f"# Orchestration overhead, {args.trials} DM trials on digits (ipc 10, {args.iterations} iterations, width 32; 5 eval models x {args.epochs} epochs), 2 CPUs")
+    print(f"# Orchestration overhead, {args.trials} DM trials on digits 16x16 (ipc 10, {args.iterations} iterations, width 32; 5 eval models x {args.epochs} epochs), 2 CPUs")
     print(f"plain loop: {loop_wall:.1f}s  (per trial {sum(loop_durations) / len(loop_durations):.1f}s)")
     for cpu, (wall, recs) in results.items():
         inside = [r["summary"]["distill_seconds"] + r["summary"]["eval_seconds"] for r in recs]
