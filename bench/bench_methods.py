@@ -51,6 +51,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--iters", nargs="+", default=["dc=1:100,10:20", "dsa=1:100,10:20", "dm=1:400,10:400", "datadam=1:400,10:400"],
                    help="METHOD=IPC:ITERS,IPC:ITERS ...")
     p.add_argument("--dc-inner", type=int, default=10, help="cap on DC/DSA inner epochs (reference: 50 at IPC 10)")
+    p.add_argument("--dc-real-init-from", type=int, default=10,
+                   help="DC starts from real images (not its published noise) at IPC >= this: 20 iterations cannot move noise far")
     p.add_argument("--batch-real", type=int, default=128)
     p.add_argument("--models", type=int, default=4)
     p.add_argument("--eval-epochs", type=int, default=300)
@@ -75,6 +77,8 @@ def config_for(args, name: str, ipc: int, iters: dict[str, dict[int, int]]):
     if name in ("dc", "dsa"):
         default = method.default_config("cifar10", ipc)
         params["inner_loop"] = min(default.inner_loop, args.dc_inner)
+        if name == "dc" and ipc >= args.dc_real_init_from:
+            params["init"] = "real"
     if name == "datadam":
         params["batch_real"] = min(args.batch_real, 64)  # the published value
     return method.make_config("cifar10", ipc, params)
@@ -113,7 +117,8 @@ def main() -> int:
                   f"distill {dsec:.0f}s, eval {row['eval_s']:.0f}s, peak RSS +{peak_mb:.0f} MB  {loss}", flush=True)
 
     print(f"\nCIFAR-10 (JPEG) {args.subset}/class train subset, {args.test_subset}/class test; ConvNet-3 width {args.width}; "
-          f"eval {args.models} models x {args.eval_epochs} epochs (DSA); torch threads {args.threads}")
+          f"eval {args.models} models x {args.eval_epochs} epochs (DSA); torch threads {args.threads}; DC/DSA inner loop <= {args.dc_inner}, "
+          f"batch_real {args.batch_real} (DataDAM 64); DC init real at IPC >= {args.dc_real_init_from}; iterations {' '.join(args.iters)}")
     print(f"{'IPC':>3} {'method':<8} {'acc % (mean+-std)':>18} {'vs random':>9} {'iters':>6} {'s/iter':>7} {'peak MB':>8} {'published':>9}")
     base = {r["ipc"]: r["acc"] for r in rows if r["method"] == "random"}
     for r in rows:
