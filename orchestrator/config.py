@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
@@ -136,10 +136,7 @@ class SweepConfig(BaseModel):
     @field_validator("datasets", mode="before")
     @classmethod
     def _datasets_shorthand(cls, v: Any) -> Any:
-        """``datasets: digits`` or ``[digits, {name: cifar10, root: ...}]`` are accepted."""
-        if isinstance(v, (str, dict)):
-            v = [v]
-        return [{"name": d} if isinstance(d, str) else d for d in v]
+        return datasets_shorthand(v)
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -221,25 +218,38 @@ def validate_config(raw: Mapping[str, Any], source: str = "config", base_dir: Pa
     return config.resolved(base_dir)
 
 
+def check_datasets_and_eval(datasets: list[DatasetEntry], evaluation: EvalEntry, fail: Callable[[str, str], None]) -> None:
+    """Registered dataset and network names (shared by sweep and tuning configs)."""
+    from methods.data import DATASETS
+    from methods.nets import NETWORKS
+
+    for i, d in enumerate(datasets):
+        if d.name not in DATASETS:
+            fail(f"datasets[{i}].name", f"unknown dataset {d.name!r}; choose one of: {', '.join(DATASETS.names())}")
+    for arch in evaluation.archs:
+        if arch not in NETWORKS:
+            fail("eval.archs", f"unknown network {arch!r}; choose one of: {', '.join(NETWORKS.names())}")
+    for arch in evaluation.arch_options:
+        if arch not in evaluation.archs:
+            fail(f"eval.arch_options.{arch}", f"{arch!r} is not in eval.archs {evaluation.archs}")
+
+
+def datasets_shorthand(v: Any) -> Any:
+    """``datasets: digits`` or ``[digits, {name: cifar10, root: ...}]`` are accepted."""
+    if isinstance(v, (str, dict)):
+        v = [v]
+    return [{"name": d} if isinstance(d, str) else d for d in v]
+
+
 def check_names(config: SweepConfig, source: str) -> None:
     """Registry lookups and method-option validation (pure, no data loaded)."""
-    from methods.data import DATASETS
     from methods.distill.base import get_method
-    from methods.nets import NETWORKS
     from methods.registry import UnknownNameError
 
     def fail(field: str, msg: str) -> None:
         raise UserError(f"{source}: {field}: {msg}")
 
-    for i, d in enumerate(config.datasets):
-        if d.name not in DATASETS:
-            fail(f"datasets[{i}].name", f"unknown dataset {d.name!r}; choose one of: {', '.join(DATASETS.names())}")
-    for arch in config.eval.archs:
-        if arch not in NETWORKS:
-            fail("eval.archs", f"unknown network {arch!r}; choose one of: {', '.join(NETWORKS.names())}")
-    for arch in config.eval.arch_options:
-        if arch not in config.eval.archs:
-            fail(f"eval.arch_options.{arch}", f"{arch!r} is not in eval.archs {config.eval.archs}")
+    check_datasets_and_eval(config.datasets, config.eval, fail)
     if "full" in config.methods:
         fail("methods.full", "the full-data baseline is not a per-IPC method; set full_baseline: {enabled: true} instead")
     for name, entry in config.methods.items():

@@ -15,7 +15,10 @@ from pydantic import BaseModel, Field, PositiveInt, ValidationError, field_valid
 
 from methods.errors import UserError
 
-from .config import _STRICT, DatasetEntry, EvalEntry, Resources, _abs, abs_sqlite_uri, format_validation_error, read_yaml
+from .config import (
+    _STRICT, DatasetEntry, EvalEntry, Resources, _abs, abs_sqlite_uri, check_datasets_and_eval, datasets_shorthand,
+    format_validation_error, read_yaml,
+)
 
 #: metrics a tuning trial reports, with the direction that makes them better
 OBJECTIVE_MODES: dict[str, str] = {
@@ -121,9 +124,7 @@ class TuneConfig(BaseModel):
     @field_validator("datasets", mode="before")
     @classmethod
     def _datasets_shorthand(cls, v: Any) -> Any:
-        if isinstance(v, (str, dict)):
-            v = [v]
-        return [{"name": d} if isinstance(d, str) else d for d in v]
+        return datasets_shorthand(v)
 
     @field_validator("objectives", mode="before")
     @classmethod
@@ -192,22 +193,16 @@ def validate_tune_config(raw: Mapping[str, Any], source: str = "tuning config", 
 def _check_methods(config: TuneConfig, source: str) -> None:
     """Registry names, tuned options that exist, and the starting config and both ends of every
     range accepted by the method (so a range that the method rejects fails now, not in trial 5)."""
-    from methods.data import DATASETS
     from methods.distill.base import get_method
-    from methods.nets import NETWORKS
     from methods.registry import UnknownNameError
 
     def fail(field: str, msg: str) -> None:
         raise UserError(f"{source}: {field}: {msg}")
 
+    check_datasets_and_eval(config.datasets, config.eval, fail)
     for i, d in enumerate(config.datasets):
-        if d.name not in DATASETS:
-            fail(f"datasets[{i}].name", f"unknown dataset {d.name!r}; choose one of: {', '.join(DATASETS.names())}")
         if d.test_subset_per_class is not None:
             fail(f"datasets[{i}].test_subset_per_class", "tuning never touches the test split; drop it (validation_per_class sets the validation size)")
-    for arch in config.eval.archs:
-        if arch not in NETWORKS:
-            fail("eval.archs", f"unknown network {arch!r}; choose one of: {', '.join(NETWORKS.names())}")
     for name, entry in config.methods.items():
         if name == "full":
             fail("methods.full", "the full-data baseline has no hyperparameters to tune")
