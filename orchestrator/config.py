@@ -101,6 +101,7 @@ class EvalEntry(BaseModel):
     dsa: bool = True
     dsa_strategy: str | None = None
     use_learned_lr: bool = True
+    vectorize: bool | None = None  # K models in one vmap pass: null = on accelerators only (see EvalConfig)
     arch_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 

@@ -62,7 +62,7 @@ def eval_config(config: SweepConfig) -> EvalConfig:
     e = config.eval
     return EvalConfig(
         epochs=e.epochs, full_data_epochs=e.full_data_epochs, lr=e.lr, batch_size=e.batch_size,
-        dsa=e.dsa, dsa_strategy=e.dsa_strategy, use_learned_lr=e.use_learned_lr,
+        dsa=e.dsa, dsa_strategy=e.dsa_strategy, use_learned_lr=e.use_learned_lr, vectorize=e.vectorize,
     )
 
 

@@ -25,8 +25,10 @@ def test_hash_changes_with_what_matters_only(tmp_path):
     more_epochs = expand(validate_config(tiny_sweep("h", eval={"epochs": 5, "models": 2}), base_dir=tmp_path))[0]
     more_cpu = expand(validate_config(tiny_sweep("h", resources={"cpu": 2}), base_dir=tmp_path))[0]
     renamed = expand(validate_config(tiny_sweep("other-name"), base_dir=tmp_path))[0]
+    vmap = expand(validate_config(tiny_sweep("h", eval={"epochs": 4, "models": 2, "vectorize": True, "arch_options": {"convnet": {"width": 8}}}), base_dir=tmp_path))[0]
     assert trial_hash(base.spec) != trial_hash(more_epochs.spec)
-    assert base.trial_hash == more_cpu.trial_hash == renamed.trial_hash
+    assert vmap.spec.eval.vectorize is True and base.spec.eval.vectorize is None
+    assert base.trial_hash == more_cpu.trial_hash == renamed.trial_hash == vmap.trial_hash  # how, not what
 
 
 def test_per_method_ipcs_params_and_resource_overrides(tmp_path):
