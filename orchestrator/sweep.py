@@ -18,7 +18,7 @@ from .config import SweepConfig
 from .grid import TrialPlan, expand, identity
 from .progress import summary_table
 from .store import TrialStore
-from .tracking import SweepTracker, flatten
+from .tracking import SweepTracker, flatten, safe_call
 
 
 @dataclass
@@ -183,12 +183,6 @@ class TrackingCallback(_tune.Callback):
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks into its experiment state
         return {"plans": self.plans}
 
-    def _safe(self, fn, *args) -> None:
-        try:
-            fn(*args)
-        except Exception as exc:  # tracking problems must not kill the sweep; the final pass reconciles
-            print(f"[mlflow] warning: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         plan = self.plans[trial.config["trial_hash"]]
 
@@ -196,13 +190,13 @@ class TrackingCallback(_tune.Callback):
             run_id = self.tracker.trial_run(plan.name, plan.tags(), flatten(identity(plan.spec)))
             self.tracker.log_metrics(run_id, {"resources/cpu": plan.resources.cpu, "resources/gpu": plan.resources.gpu})
 
-        self._safe(start)
+        safe_call(start)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         h = trial.config["trial_hash"]
         points = result.get("loss_points") or []
         if points and h in self.tracker.runs:
-            self._safe(self.tracker.log_curve, self.tracker.runs[h][0], "loss", [tuple(p) for p in points])
+            safe_call(self.tracker.log_curve, self.tracker.runs[h][0], "loss", [tuple(p) for p in points])
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         h = trial.config["trial_hash"]
@@ -210,13 +204,13 @@ class TrackingCallback(_tune.Callback):
             record = self.store.read_result(h)
             self.outcome.finished[h] = record
             if h not in self.tracker.runs:
-                self._safe(self.on_trial_start, iteration, trials, trial)
-            self._safe(self.tracker.finish, h, self.store.result_dir(h), record)
+                safe_call(self.on_trial_start, iteration, trials, trial)
+            safe_call(self.tracker.finish, h, self.store.result_dir(h), record)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         h = trial.config["trial_hash"]
         reason = self.store.read_error(h) or f"trial errored (see {getattr(trial, 'local_path', '')})"
         self.outcome.failed[h] = _first_line(reason) or "error"
         if h not in self.tracker.runs:
-            self._safe(self.on_trial_start, iteration, trials, trial)
-        self._safe(self.tracker.fail, h, reason)
+            safe_call(self.on_trial_start, iteration, trials, trial)
+        safe_call(self.tracker.fail, h, reason)

@@ -11,9 +11,10 @@ on other machines; it works the same way.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
@@ -23,6 +24,15 @@ HASH_TAG = "distillery.trial_hash"
 STATUS_TAG = "distillery.status"
 ERROR_TAG = "distillery.error"
 PARENT_TAG = "mlflow.parentRunId"
+
+
+def safe_call(fn: Callable[..., Any], *args: Any) -> None:
+    """Run a tracking call from a Tune callback: an MLflow problem is printed, never raised, so it
+    cannot kill a sweep or a study (the results are safe on disk / in Optuna and reconciled later)."""
+    try:
+        fn(*args)
+    except Exception as exc:
+        print(f"[mlflow] warning: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

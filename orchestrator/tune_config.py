@@ -133,10 +133,7 @@ class TuneConfig(BaseModel):
         if isinstance(v, str):
             v = [v]
         if isinstance(v, list):
-            unknown = [m for m in v if m not in OBJECTIVE_MODES]
-            if unknown:
-                raise ValueError(f"unknown objective(s) {unknown}; choose from {', '.join(OBJECTIVE_MODES)}")
-            return {m: OBJECTIVE_MODES[m] for m in v}
+            return {m: OBJECTIVE_MODES.get(m, "max") for m in v}  # names are checked below
         return v
 
     @field_validator("objectives")

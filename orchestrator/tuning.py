@@ -29,7 +29,7 @@ from methods.trial import TrialSpec, prepare_data, run_trial
 
 from .config import DatasetEntry
 from .grid import dataset_options, eval_config
-from .tracking import HASH_TAG, SweepTracker, flatten
+from .tracking import HASH_TAG, SweepTracker, flatten, safe_call
 from .tune_config import TuneConfig
 
 TUNE_KIND = "tune"
@@ -396,12 +396,6 @@ class TuneTracking(_tune.Callback):
     def _key(self, trial: Any) -> str:
         return f"{self.cell.study_name(self.config)}:{trial.trial_id}"
 
-    def _safe(self, fn, *args) -> None:
-        try:
-            fn(*args)
-        except Exception as exc:  # tracking problems must not kill the study; Optuna keeps the results
-            print(f"[mlflow] warning: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         def start() -> None:
             params = dict(trial.config)
@@ -418,19 +412,19 @@ class TuneTracking(_tune.Callback):
             name = f"{self.cell.method}-ipc{self.cell.ipc}-{trial.trial_id.split('_')[-1]}"
             self.tracker.trial_run(name, tags, logged)
 
-        self._safe(start)
+        safe_call(start)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         key = self._key(trial)
         if key in self.tracker.runs:
             values = {k: result[k] for k in self.config.objectives}
-            self._safe(self.tracker.log_metrics, self.tracker.runs[key][0], {f"rung/{k}": v for k, v in values.items()}, int(result.get("rung", 1)))
+            safe_call(self.tracker.log_metrics, self.tracker.runs[key][0], {f"rung/{k}": v for k, v in values.items()}, int(result.get("rung", 1)))
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         key = self._key(trial)
         result = trial.last_result or {}
         if key not in self.tracker.runs:
-            self._safe(self.on_trial_start, iteration, trials, trial)
+            safe_call(self.on_trial_start, iteration, trials, trial)
 
         def finish() -> None:
             run_id = self.tracker.runs[key][0]
@@ -442,19 +436,19 @@ class TuneTracking(_tune.Callback):
             self.tracker.client.set_terminated(run_id, "FINISHED")
             self.tracker.runs[key] = (run_id, "FINISHED")
 
-        self._safe(finish)
+        safe_call(finish)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.failed += 1
         key = self._key(trial)
         if key not in self.tracker.runs:
-            self._safe(self.on_trial_start, iteration, trials, trial)
+            safe_call(self.on_trial_start, iteration, trials, trial)
         reason = "trial errored"
         try:
             reason = Path(trial.error_file).read_text() if trial.error_file else reason
         except OSError:
             pass
-        self._safe(self.tracker.fail, key, reason)
+        safe_call(self.tracker.fail, key, reason)
 
 
 def format_outcomes(config: TuneConfig, outcomes: list[CellOutcome]) -> str:
