@@ -399,13 +399,33 @@ def test_subset_per_class_is_seeded_and_keeps_full_stats(tmp_path: Path) -> None
 def test_digits_split_is_fixed_and_stratified() -> None:
     d = load_dataset("digits")
     assert d.train_x.shape[0] + d.test_x.shape[0] == 1797
-    assert d.image_shape == (1, 8, 8) and d.num_classes == 10 and d.classes == tuple("0123456789")
+    # the default is 16x16 (native 8x8 is degenerate for ConvNet-3); resize: 8 keeps the native size
+    assert d.image_shape == (1, 16, 16) and d.num_classes == 10 and d.classes == tuple("0123456789")
+    assert load_dataset("digits", DatasetOptions(resize=8)).image_shape == (1, 8, 8)
     test_counts = torch.bincount(d.test_y, minlength=10)
     assert d.test_x.shape[0] == 539 and int(test_counts.min()) >= 52 and int(test_counts.max()) <= 55
     other = load_dataset("digits", DatasetOptions(seed=7, root="/ignored"))
     assert torch.equal(d.test_x, other.test_x) and torch.equal(d.train_y, other.train_y)
     _assert_normalized(d)
     assert load_dataset("digits", DatasetOptions(resize=16)).image_shape == (1, 16, 16)
+    # the default resize is part of the resolved options, so the explicit and the default spelling are one dataset
+    assert dataset_fingerprint("digits", DatasetOptions(resize=16)) == dataset_fingerprint("digits")
+
+
+def test_default_dataset_with_default_network_is_not_degenerate() -> None:
+    """Defaults are the product: the ConvNet's degenerate-geometry warning never fires for the
+    default dataset with default options (it did at native 8x8)."""
+    import warnings
+
+    from methods.nets import build_network
+
+    d = load_dataset("digits")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_network("convnet", d.channels, d.image_size, d.num_classes, seed=0)
+    with pytest.warns(UserWarning, match="resize"):
+        native = load_dataset("digits", DatasetOptions(resize=8))
+        build_network("convnet", native.channels, native.image_size, native.num_classes, seed=0)
 
 
 @pytest.mark.parametrize("field,value", [

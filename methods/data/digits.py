@@ -37,6 +37,11 @@ class Digits(DatasetSource):
     needs_root = False
     cacheable = False  # reading the bundled csv takes milliseconds
     layout = "bundled with scikit-learn (no files needed)"
+    # Native 8x8 is degenerate for the field's ConvNet-3: its third block instance-normalises 2x2
+    # maps, which erases most of the signal (full-data accuracy 61% at 8x8 against 93% at 16x16,
+    # and DC/DSA fall below `random`). 16x16 gives every block >= 4x4 maps, so the default network
+    # and every method work unchanged; `resize: 8` still selects the native size.
+    default_resize = 16
 
     def locate(self, root: Path | None) -> list[str]:
         return []

@@ -45,7 +45,7 @@ class DatasetOptions:
     download: bool = False             # torchvision download when files are missing (needs internet)
     subset_per_class: int | None = None  # keep at most this many training images per class (seeded)
     test_subset_per_class: int | None = None  # same for the test split (None = full test set; fixed seed)
-    resize: int | None = None          # resize images to resize x resize
+    resize: int | None = None          # resize images to resize x resize (None: the dataset's default, see DatasetSource.default_resize)
     seed: int = 0                      # seed of the training-subset draw
     #: carve this many training images per class out as the evaluation split, which then replaces
     #: the test split (tuning must never select on test data); None = evaluate on the test split
@@ -81,17 +81,18 @@ def default_root(name: str) -> Path:
 
 
 def resolve_options(name: str, options: DatasetOptions | None = None) -> DatasetOptions:
-    """Options with root (defaulted if unset) and a given cache_dir made absolute. Call this in
-    the driver before shipping options to workers: Ray trials run in their own working
-    directory, where ./data means something else. An unset cache_dir stays unset, so each
-    worker uses its own $DISTILLERY_CACHE or home."""
+    """Options with root (defaulted if unset), resize (the dataset's default if unset) and a given
+    cache_dir made absolute. Call this in the driver before shipping options to workers: Ray
+    trials run in their own working directory, where ./data means something else. An unset
+    cache_dir stays unset, so each worker uses its own $DISTILLERY_CACHE or home. Idempotent."""
     options = options or DatasetOptions()
     source = DATASETS.get(name)
     root = None
     if source.needs_root:
         root = str(Path(options.root).expanduser().resolve()) if options.root is not None else str(default_root(name))
     cache_dir = str(Path(options.cache_dir).expanduser().resolve()) if options.cache_dir is not None else None
-    return replace(options, root=root, cache_dir=cache_dir)
+    resize = options.resize if options.resize is not None else source.default_resize
+    return replace(options, root=root, cache_dir=cache_dir, resize=resize)
 
 
 def dataset_fingerprint(name: str, options: DatasetOptions | None = None) -> str:
@@ -157,11 +158,12 @@ def _check_labels(name: str, raw: RawSplits, root: Path | None) -> None:
 def load_raw(name: str, options: DatasetOptions | None = None) -> RawSplits:
     """Decoded (and resized) uint8 splits, through the cache: the part of load_dataset worth
     caching, exposed for tools that want pixels rather than normalized tensors."""
-    options = options or DatasetOptions()
+    given = options or DatasetOptions()
+    options = resolve_options(name, given)
     key_name = name.lower()
     source = DATASETS.get(name)(key_name)
-    root = Path(resolve_options(name, options).root) if source.needs_root else None  # type: ignore[arg-type]
-    files = _locate(key_name, source, options, root)
+    root = Path(options.root) if source.needs_root else None  # type: ignore[arg-type]
+    files = _locate(key_name, source, given, root)  # the given options: errors say whether the root was defaulted
 
     def build() -> RawSplits:
         t0 = time.perf_counter()

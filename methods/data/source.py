@@ -79,6 +79,9 @@ class DatasetSource:
     cacheable: ClassVar[bool] = True       # False when decoding is cheaper than a cache read
     can_download: ClassVar[bool] = False
     layout: ClassVar[str] = ""             # one line on the expected layout, used in error messages
+    #: side the images are resized to when the user sets no ``resize`` (None: native size). Set for
+    #: sets whose native size makes the standard networks degenerate (digits: 8x8, see digits.py)
+    default_resize: ClassVar[int | None] = None
 
     def __init__(self, name: str) -> None:
         self.name = name
