@@ -152,7 +152,7 @@ def run_trial(
     losses: list[tuple[int, float]] = []
 
     def on_progress(p: Progress) -> None:
-        if p.loss is not None:
+        if p.loss is not None and p.phase == "distill":
             losses.append((p.iteration, float(p.loss)))
         if progress_callback is not None:
             progress_callback(p)

@@ -13,12 +13,14 @@ from .grid import TrialPlan
 
 
 def collect_prep_jobs(plans: list[TrialPlan]) -> list[tuple[PrepJob, Resources]]:
-    """Unique jobs not done yet, deduplicated by (key, index), with the resources of a trial that needs them."""
+    """Unique jobs not done yet, deduplicated by (key, index) keeping the largest extent (e.g. the
+    most expert epochs any trial reads), with the resources of a trial that needs them."""
     jobs: dict[tuple[str, int], tuple[PrepJob, Resources]] = {}
     for plan in plans:
         method = get_method(plan.spec.method)
         for job in method.prep_jobs(plan.spec.dataset, plan.spec.data, plan.spec.resolved_method_config()):
-            if (job.key, job.index) not in jobs and not method.job_done(job):
+            known = jobs.get((job.key, job.index))
+            if (known is None or job.extent > known[0].extent) and not method.job_done(job):
                 jobs[(job.key, job.index)] = (job, plan.resources)
     return list(jobs.values())
 

@@ -89,6 +89,12 @@ def _run(plan: TrialPlan, store: TrialStore, context: SweepContext) -> dict[str,
 
     def on_progress(p: Progress) -> None:
         nonlocal last_save, last_report
+        if p.phase != "distill":  # a preparation phase (e.g. MTT experts built in the trial): progress only
+            now = time.monotonic()
+            if now - last_report >= 1.0 or p.iteration == p.total:
+                tune.report({"phase": p.phase, "iteration": p.iteration, "total": p.total, "loss_points": [], "done": False})
+                last_report = now
+            return
         if p.loss is not None:
             point = [p.iteration, float(p.loss)]
             losses.append(point)

@@ -58,24 +58,67 @@ def spec_from_args(args: argparse.Namespace) -> TrialSpec:
     return spec
 
 
-class ProgressPrinter:
-    """Throttled progress lines on stderr, so long runs show life without flooding logs."""
+def format_seconds(s: float) -> str:
+    s = int(max(0, round(s)))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
 
-    def __init__(self, enabled: bool, every: float = 2.0) -> None:
+
+class PhaseETA:
+    """Remaining time of one phase from its rate so far, smoothed (exponential moving average of
+    the seconds per unit, weighted by the units since the last update) so one slow step does not
+    make the estimate jump."""
+
+    def __init__(self, smoothing: float = 0.3) -> None:
+        self.smoothing = smoothing
+        self.rate: float | None = None  # seconds per unit
+        self.last: tuple[int, float] | None = None
+
+    def update(self, done: int, total: int, now: float) -> float | None:
+        if self.last is None:
+            self.last = (done, now)
+            return None
+        d_units, d_time = done - self.last[0], now - self.last[1]
+        if d_units > 0:
+            sample = d_time / d_units
+            self.rate = sample if self.rate is None else (1 - self.smoothing) * self.rate + self.smoothing * sample
+            self.last = (done, now)
+        return None if self.rate is None else self.rate * max(0, total - done)
+
+
+class ProgressPrinter:
+    """Throttled progress lines on stderr for every long phase (expert building, distillation,
+    evaluation), each with its own ETA, so long runs show life without flooding logs."""
+
+    UNITS = {"experts": "expert epochs", "distill": "iterations"}
+
+    def __init__(self, enabled: bool, every: float = 2.0, stream=None) -> None:
         self.enabled, self.every, self.last = enabled, every, 0.0
+        self.stream = stream
+        self.etas: dict[str, PhaseETA] = {}
 
     def _emit(self, text: str, force: bool) -> None:
         now = time.monotonic()
         if self.enabled and (force or now - self.last >= self.every):
             self.last = now
-            print(text, file=sys.stderr, flush=True)
+            print(text, file=self.stream or sys.stderr, flush=True)
+
+    def _eta(self, phase: str, done: int, total: int) -> str:
+        eta = self.etas.setdefault(phase, PhaseETA()).update(done, total, time.monotonic())
+        return "" if eta is None or done >= total else f", ETA {format_seconds(eta)}"
 
     def distill(self, p: Progress) -> None:
         loss = f" loss {p.loss:.4g}" if p.loss is not None else ""
-        self._emit(f"[distill] iter {p.iteration}/{p.total}{loss} ({p.elapsed:.1f}s)", p.iteration == p.total)
+        unit = self.UNITS.get(p.phase, "steps")
+        label = "experts" if p.phase == "experts" else p.phase
+        self._emit(
+            f"[{label}] {p.iteration}/{p.total} {unit}{loss} ({format_seconds(p.elapsed)}{self._eta(p.phase, p.iteration, p.total)})",
+            p.iteration == p.total,
+        )
 
-    def evaluate(self, arch: str, epoch: int, epochs: int) -> None:
-        self._emit(f"[eval {arch}] epoch {epoch}/{epochs}", epoch == epochs)
+    def evaluate(self, arch: str, done: int, total: int) -> None:
+        self._emit(f"[eval {arch}] {done}/{total} model-epochs{self._eta('eval:' + arch, done, total)}", done == total)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -126,13 +126,22 @@ def run_in_rungs(spec: TrialSpec, data: Any, device: Any, rungs: int, report: Ca
     if rungs == 1:
         report({**objective_report(run_trial(spec, device=device, data=data)), "rung": 1, "done": True})
         return
-    total = spec.resolved_method_config().iterations
+    full = spec.resolved_method_config()
+    total = full.iterations
+    # every resolved option is pinned, so values derived from ``iterations`` (e.g. MTT's expert
+    # count) stay those of the full run and only the stopping point changes between rungs
+    pinned = dataclasses.asdict(full)
     state: dict[str, Any] | None = None
     for r in range(1, rungs + 1):
         stop = math.ceil(total * r / rungs)
         last: dict[str, Progress] = {}
-        rung_spec = dataclasses.replace(spec, method_params={**spec.method_params, "iterations": stop})
-        result = run_trial(rung_spec, device=device, data=data, progress_callback=lambda p: last.update(p=p), resume_state=state)
+        rung_spec = dataclasses.replace(spec, method_params={**pinned, "iterations": stop})
+
+        def keep(p: Progress) -> None:
+            if p.phase == "distill":
+                last["p"] = p
+
+        result = run_trial(rung_spec, device=device, data=data, progress_callback=keep, resume_state=state)
         state = last["p"].state() if "p" in last else state
         report({**objective_report(result), "rung": r, "iterations": stop, "done": r == rungs})
 

@@ -38,9 +38,9 @@ def count_training(monkeypatch):
     calls = []
     real = buffer_mod.train_expert_epochs
 
-    def spy(net, spec, data, index, first_epoch, device, on_epoch):
+    def spy(net, spec, data, index, first_epoch, device, on_epoch, **kw):
         calls.append((index, first_epoch))
-        return real(net, spec, data, index, first_epoch, device, on_epoch)
+        return real(net, spec, data, index, first_epoch, device, on_epoch, **kw)
 
     monkeypatch.setattr(buffer_mod, "train_expert_epochs", spy)
     return calls
@@ -215,7 +215,7 @@ def test_interrupted_expert_resumes_to_the_same_trajectory(tmp_path, tiny_data, 
     real = buffer_mod.train_expert_epochs
     starts = []
 
-    def dies_after_one_epoch(net, spec, data, index, first_epoch, device, on_epoch):
+    def dies_after_one_epoch(net, spec, data, index, first_epoch, device, on_epoch, **kw):
         starts.append(first_epoch)
 
         def cb(epoch, *rest):
@@ -223,7 +223,7 @@ def test_interrupted_expert_resumes_to_the_same_trajectory(tmp_path, tiny_data, 
             if epoch == 1:
                 raise KeyboardInterrupt
 
-        return real(net, spec, data, index, first_epoch, device, cb)
+        return real(net, spec, data, index, first_epoch, device, cb, **kw)
 
     monkeypatch.setattr(buffer_mod, "train_expert_epochs", dies_after_one_epoch)
     buf = ExpertBuffer(tmp_path / "b", "tiny", "k", spec)
@@ -276,7 +276,8 @@ def test_determinism_resume_and_zca_guard(tmp_path, tiny_data):
     states = {}
 
     def keep(p):
-        states[p.iteration] = p.state()
+        if p.phase == "distill":
+            states[p.iteration] = p.state()
 
     a = m.distill(tiny_data, 2, cfg, seed=3, device=CPU, progress_callback=keep)
     b = m.distill(tiny_data, 2, cfg, seed=3, device=CPU)
@@ -319,3 +320,73 @@ def test_trial_cli_runs_mtt(tmp_path, capsys):
     assert out["method"] == "mtt" and out["synthetic_images"] == 10
     assert out["learned_lr"] is not None and out["archs"]["convnet"]["lr"] == pytest.approx(out["learned_lr"])
     assert out["method_config"]["memory_mode"] == "unrolled"
+
+
+# ------------------------------------------------------------------------------------------
+# defaults that work: automatic expert count/length, extension, step-size floor, divergence rule
+
+
+def test_automatic_expert_count_and_length():
+    from methods.distill.mtt.method import auto_num_experts
+
+    m = get_method("mtt")
+    c = m.make_config("cifar10", 1)
+    assert c.iterations == 5000 and c.num_experts == 100  # the published buffer at the published budget
+    assert c.expert_train_epochs == c.max_start_epoch - 1 + c.expert_epochs == 3  # what a trial reads, not 50
+    assert m.make_config("cifar10", 10).expert_train_epochs == 21
+    assert m.make_config("digits", 1, {"iterations": 200}).num_experts == 10
+    assert [auto_num_experts(n) for n in (0, 200, 501, 1000, 5000, 20000)] == [10, 10, 11, 20, 100, 100]
+    assert m.make_config("digits", 1, {"num_experts": 3, "expert_train_epochs": 50}).num_experts == 3
+    resolved = m.make_config("digits", 1)
+    assert m.make_config("digits", 1, dataclasses.asdict(resolved)) == resolved  # idempotent
+
+
+def test_experts_extend_to_the_bits_of_an_uninterrupted_build(tmp_path, tiny_data, count_training):
+    spec = ExpertSpec(arch="convnet", net_options=(("depth", 2), ("width", 4)), epochs=4, batch_size=32, dsa_strategy="crop_flip")
+    clean = ExpertBuffer(tmp_path / "a", "tiny", "k", spec)
+    clean.build(0, tiny_data, CPU)
+    short = ExpertBuffer(tmp_path / "b", "tiny", "k", dataclasses.replace(spec, epochs=2))
+    short.build(0, tiny_data, CPU)
+    assert np.load(short.expert_path(0)).shape[0] == 3
+    longer = ExpertBuffer(tmp_path / "b", "tiny", "k", spec)
+    assert not longer.is_done(0) and short.is_done(0)
+    count_training.clear()
+    reported = []
+    longer.ensure(1, tiny_data, CPU, progress=lambda done, total: reported.append((done, total)))
+    assert count_training == [(0, 2)]  # trained epochs 3 and 4 only
+    assert reported == [(1, 2), (2, 2)]
+    np.testing.assert_array_equal(np.load(longer.expert_path(0)), np.load(clean.expert_path(0)))
+    assert short.is_done(0)  # a longer expert serves shorter requests
+    count_training.clear()
+    short.ensure(1, tiny_data, CPU)
+    assert count_training == []
+    # the epochs are not part of the key: every trial of a dataset shares one buffer
+    from methods.distill.mtt import buffer_key
+
+    assert buffer_key("d", (), spec) == buffer_key("d", (), dataclasses.replace(spec, epochs=50))
+
+
+def test_distill_reports_the_expert_build_as_a_phase(tmp_path, tiny_data):
+    m = get_method("mtt")
+    seen = []
+    m.distill(tiny_data, 2, tiny_config(tmp_path, iterations=2), seed=0, device=CPU, progress_callback=lambda p: seen.append((p.phase, p.iteration, p.total)))
+    experts = [s for s in seen if s[0] == "experts"]
+    assert experts[-1] == ("experts", 6, 6) and [s for s in seen if s[0] == "distill"] == [("distill", 1, 2), ("distill", 2, 2)]
+
+
+def test_step_size_floor_and_divergence_backoff(tmp_path, tiny_data):
+    m = get_method("mtt")
+    # a huge lr_lr throws the step size around: whenever it is pushed down it stops at the floor
+    lrs = []
+    for seed in range(4):
+        m.distill(tiny_data, 2, tiny_config(tmp_path, lr_lr=1e6, iterations=3), seed=seed, device=CPU,
+                  progress_callback=lambda p: lrs.append(float(p.state()["lr"])) if p.phase == "distill" else None)
+    assert min(lrs) == pytest.approx(1e-3) and all(lr >= 1e-3 * (1 - 1e-6) for lr in lrs)
+    # absurd lr_img: the images blow up, the rule undoes and halves until the run is finite
+    cfg = tiny_config(tmp_path, lr_img=1e30, iterations=3)
+    out = m.distill(tiny_data, 2, cfg, seed=0, device=CPU)
+    assert torch.isfinite(out.images).all() and out.meta["backoffs"] > 0
+    again = m.distill(tiny_data, 2, cfg, seed=0, device=CPU)
+    assert torch.equal(again.images, out.images)  # the rule is deterministic
+    with pytest.raises(UserError, match="lr_img"):
+        m.distill(tiny_data, 2, dataclasses.replace(cfg, max_backoffs=0), seed=0, device=CPU)

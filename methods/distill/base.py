@@ -102,11 +102,14 @@ class Progress:
     values): snapshots cost a copy, so the receiver decides whether and how often to take one.
     """
 
-    iteration: int  # iterations completed so far
+    iteration: int  # iterations completed so far (in a phase other than "distill": units of that phase)
     total: int
     loss: float | None
-    elapsed: float  # seconds since this (possibly resumed) distill call started
+    elapsed: float  # seconds since this (possibly resumed) distill call started (or since the phase started)
     state: Callable[[], dict[str, Any]]
+    #: "distill" for the method's iterations (the only phase whose state is worth a checkpoint);
+    #: a preparation phase reports e.g. "experts" (iteration/total = expert epochs trained/to train)
+    phase: str = "distill"
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -129,6 +132,9 @@ class PrepJob:
     dataset: str  # the data the job needs: load_dataset(dataset, data_options) + transforms
     data_options: Any = None  # methods.data.DatasetOptions
     transforms: tuple[str, ...] = ()
+    #: how far the job goes (e.g. an expert's epochs): of two jobs with equal (key, index) the
+    #: orchestrator runs the one with the larger extent, which serves both
+    extent: int = 0
 
     def load_data(self) -> ImageData:
         """The (transformed) training data this job expects, as the trial runner would prepare it."""

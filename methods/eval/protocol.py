@@ -71,6 +71,8 @@ class EvalResult:
         return int(self.per_class.shape[0])
 
 
+#: ``epoch_callback(done, total)``: model-epochs trained so far and in all (K x epochs when the K
+#: models train one after another, epochs when they train together), so a caller's ETA is linear
 EpochCallback = Callable[[int, int], None]
 
 
@@ -148,8 +150,8 @@ def _train_sequential(models, x, y, epochs, lr, config, aug, seed, arch, epoch_c
                 opt.zero_grad(set_to_none=True)
                 _loss(model(xb), y[idx.to(y.device)]).backward()
                 opt.step()
-            if epoch_callback is not None and k == len(models) - 1:
-                epoch_callback(ep + 1, epochs)
+            if epoch_callback is not None:  # model-epochs done over all K, so progress moves from the first model on
+                epoch_callback(k * epochs + ep + 1, len(models) * epochs)
     return models
 
 

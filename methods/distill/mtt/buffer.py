@@ -6,14 +6,25 @@ at initialisation and after every epoch: a float32 ``[epochs + 1, num_params]`` 
 file per expert. Expert ``i`` is a pure function of (data, ExpertSpec, i): its initial weights,
 batch order and augmentation draws all derive from ``(spec.seed, i, epoch)``.
 
+Experts are trained only as far as a trial reads (``spec.epochs`` = the last epoch any requested
+trial's window reaches), not the reference's fixed 50 epochs, and extended on demand: plain SGD has
+no optimizer state and every epoch's draws are seeded by the epoch, so training epochs E+1.. from
+the stored row E gives the same bits as an uninterrupted build (tested). The number of epochs is
+therefore not part of the key: a buffer with more epochs serves every trial that needs fewer.
+Rows stay float32: the matching target is the *difference* of two rows a few epochs apart,
+which is ~1e-2 of the weights' magnitude, so float16 (3 significant digits) would put ~10% noise
+on it. One row per epoch in a C-order array means a trial's two reads touch two contiguous rows.
+
 On disk (``<buffer_dir>/<dataset>-<arch>-<key>/``):
 
 * ``buffer.json``: the spec, the data description and the parameter layout (written once);
-* ``expert_0007.npy`` + ``expert_0007.json``: a finished expert. The array is written under a
-  temporary name and ``os.replace``d into place; the ``.json`` marker is written (atomically)
-  after it. An expert counts as done only with a marker that matches the key, index, shape and
-  file size, so a half-written file, a leftover temporary or a file without marker is rebuilt,
-  never used;
+* ``expert_0007.npy`` + ``expert_0007.json``: a finished expert (trained ``epochs`` epochs, the
+  marker says how many). The array is written under a temporary name and ``os.replace``d into
+  place; the ``.json`` marker is written (atomically) after it. An expert counts as done for a
+  request of E epochs only with a marker that matches the key and index, has >= E epochs and the
+  file's size, so a half-written file, a leftover temporary or a file without marker is rebuilt,
+  never used. Extending it copies its rows into a new partial file and trains on from there; the
+  finished file keeps serving shorter requests until the longer one replaces it;
 * ``expert_0007.partial.npy`` + ``.partial.json``: an expert being trained (rows written as
   epochs finish, the json records how many are valid). A job that dies resumes from it; because
   plain SGD has no optimizer state and the draws are per epoch, the result equals an
@@ -21,9 +32,11 @@ On disk (``<buffer_dir>/<dataset>-<arch>-<key>/``):
 * ``expert_0007.lock``: held (flock) while building, so two workers never build the same expert.
 
 The key hashes what determines the trajectories: the data (dataset fingerprint, or a content hash
-for hand-made data) with its transforms (ZCA), the arch and its options, epochs, lr, batch size,
-DSA strategy and expert seed, and FORMAT_VERSION. It excludes the number of experts: expert i is
-the same whatever the count, so asking for more experts extends a buffer.
+for hand-made data) with its transforms (ZCA), the arch and its options, lr, batch size, DSA
+strategy and expert seed, and FORMAT_VERSION. It excludes the number of experts and of epochs:
+expert i is the same whatever the count and its first E epochs do not depend on how many follow,
+so asking for more experts or epochs extends a buffer. (FORMAT_VERSION 2 dropped epochs from the
+key; buffers of version 1 are not read and get rebuilt.)
 """
 
 from __future__ import annotations
@@ -38,7 +51,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -58,7 +71,12 @@ except ImportError:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+#: ``on_epoch(epochs_done, target_epochs)`` for one expert's build
+EpochCallback = Callable[[int, int], None]
+#: ``progress(epochs_done, epochs_total)`` over every expert a call builds
+BuildProgress = Callable[[int, int], None]
+
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -103,8 +121,13 @@ def data_id(data: ImageData) -> str:
 
 
 def buffer_key(data_ident: str, transforms: tuple[str, ...], spec: ExpertSpec) -> str:
-    ident = {"format": FORMAT_VERSION, "data": data_ident, "transforms": list(transforms), "spec": asdict(spec)}
+    ident = {"format": FORMAT_VERSION, "data": data_ident, "transforms": list(transforms), "spec": _keyed_spec(spec)}
     return hashlib.blake2b(json.dumps(ident, sort_keys=True, default=str).encode(), digest_size=10).hexdigest()
+
+
+def _keyed_spec(spec: ExpertSpec) -> dict[str, Any]:
+    """The spec without ``epochs``: how far experts are trained is not what they are."""
+    return {k: v for k, v in asdict(spec).items() if k != "epochs"}
 
 
 def buffer_dirname(dataset: str, arch: str, key: str) -> str:
@@ -146,17 +169,19 @@ def expert_seed(spec: ExpertSpec, index: int) -> int:
 
 
 def train_expert_epochs(
-    net: nn.Module, spec: ExpertSpec, data: ImageData, index: int, first_epoch: int, device: torch.device, on_epoch
+    net: nn.Module, spec: ExpertSpec, data: ImageData, index: int, first_epoch: int, device: torch.device, on_epoch,
+    last_epoch: int | None = None,
 ) -> None:
-    """Train ``net`` (already at the parameters after ``first_epoch`` epochs) up to spec.epochs,
-    calling ``on_epoch(epoch_done, flat_params, train_loss, train_acc)`` after each epoch."""
+    """Train ``net`` (already at the parameters after ``first_epoch`` epochs) up to ``last_epoch``
+    (default spec.epochs), calling ``on_epoch(epoch_done, flat_params, train_loss, train_acc)``
+    after each epoch."""
     aug = DiffAug(spec.dsa_strategy) if spec.dsa_strategy != "none" else None
     params = list(net.parameters())
     x_all, y_all = data.train_x, data.train_y
     n = len(x_all)
     seed = expert_seed(spec, index)
     net.train()
-    for epoch in range(first_epoch, spec.epochs):
+    for epoch in range(first_epoch, spec.epochs if last_epoch is None else last_epoch):
         g = generator(seed, "epoch", epoch)
         total_loss, correct = 0.0, 0
         for idx in torch.randperm(n, generator=g).split(spec.batch_size):
@@ -252,7 +277,7 @@ class ExpertBuffer:
         m = _read_json(self.marker_path(i))
         if m is None or m.get("format") != FORMAT_VERSION or m.get("key") != self.key or m.get("index") != i:
             return None
-        if m.get("epochs") != self.spec.epochs:
+        if not isinstance(m.get("epochs"), int) or m["epochs"] < self.spec.epochs:
             return None
         try:
             size = os.path.getsize(self.expert_path(i))
@@ -290,7 +315,7 @@ class ExpertBuffer:
 
     def check_manifest(self, data: ImageData, layout: list[list[Any]]) -> None:
         """Write buffer.json once; on later builds refuse data that does not fit the buffer."""
-        want = {"format": FORMAT_VERSION, "key": self.key, "spec": asdict(self.spec), "data": self._describe_data(data), "layout": layout}
+        want = {"format": FORMAT_VERSION, "key": self.key, "spec": _keyed_spec(self.spec), "data": self._describe_data(data), "layout": layout}
         have = self.manifest()
         if have is None:
             _atomic_write_text(self.manifest_path, json.dumps(want, indent=1, default=str))
@@ -304,8 +329,9 @@ class ExpertBuffer:
         if have.get("layout") != json.loads(json.dumps(layout)):
             raise UserError(f"expert buffer {self.path} holds a different network layout; delete the directory to rebuild it")
 
-    def build(self, i: int, data: ImageData, device: torch.device) -> bool:
-        """Train expert i unless it is done (idempotent; safe against concurrent builders).
+    def build(self, i: int, data: ImageData, device: torch.device, on_epoch: EpochCallback | None = None) -> bool:
+        """Train expert i up to ``spec.epochs`` unless it is that far already (idempotent; safe
+        against concurrent builders). ``on_epoch(epochs_done, target)`` reports each epoch.
         Returns True when this call trained (some of) it."""
         if self.is_done(i):
             return False
@@ -313,72 +339,120 @@ class ExpertBuffer:
         with self._lock(i):
             if self.is_done(i):  # another process finished it while we waited
                 return False
-            self._build_locked(i, data, torch.device(device))
+            self._build_locked(i, data, torch.device(device), on_epoch)
             return True
 
-    def _build_locked(self, i: int, data: ImageData, device: torch.device) -> None:
+    def epochs_built(self, i: int) -> int:
+        """How many epochs expert i has finished and recorded (0 when none)."""
+        m = _read_json(self.marker_path(i))
+        if m is None or m.get("format") != FORMAT_VERSION or m.get("key") != self.key or m.get("index") != i:
+            return 0
+        try:
+            ok = os.path.getsize(self.expert_path(i)) == m.get("bytes")
+        except OSError:
+            return 0
+        return int(m.get("epochs", 0)) if ok else 0
+
+    def _start_rows(self, i: int, shape: tuple[int, int], net: nn.Module, device: torch.device) -> tuple[np.ndarray, int, dict[str, Any]]:
+        """The partial array to train into, the epochs already in it and their history: a partial
+        build to resume (grown to ``shape`` if it was shorter), a finished shorter expert to extend,
+        or a fresh array holding the initial weights. Sets ``net`` to the last valid row."""
+        partial, progress = self.partial_path(i), self.progress_path(i)
+        history: dict[str, Any] = {"train_loss": [], "train_acc": [], "seconds": 0.0}
+        source, done = None, 0
+        rec = _read_json(progress)
+        if rec is not None and rec.get("key") == self.key and rec.get("index") == i and partial.is_file():
+            try:
+                arr = np.load(partial, mmap_mode="r")
+                if arr.dtype == np.float32 and arr.ndim == 2 and arr.shape[1] == shape[1] and list(arr.shape) == rec.get("shape"):
+                    source, done, history = arr, int(rec["epochs_done"]), rec.get("history", history)
+                    shape = (max(shape[0], arr.shape[0]), shape[1])  # never shrink a longer build in progress
+            except (OSError, ValueError, KeyError):
+                source = None
+        if source is None:
+            have = self.epochs_built(i)
+            if have > 0:
+                arr = np.load(self.expert_path(i), mmap_mode="r")
+                if arr.dtype == np.float32 and arr.shape == (have + 1, shape[1]):
+                    m = _read_json(self.marker_path(i)) or {}
+                    source, done = arr, have
+                    history = {"train_loss": list(m.get("train_loss", [])), "train_acc": list(m.get("train_acc", [])), "seconds": float(m.get("seconds", 0.0))}
+                    log.info("expert %d of %s: extending from %d to %d epochs", i, self.path.name, have, shape[0] - 1)
+        if source is not None and source.shape == shape and Path(getattr(source, "filename", "") or "") == partial.resolve():
+            rows = np.lib.format.open_memmap(partial, mode="r+")
+        else:
+            tmp = partial.with_name(partial.name + ".grow")
+            rows = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
+            if source is not None:
+                rows[: done + 1] = source[: done + 1]
+            else:
+                rows[0] = flat_params(net).cpu().numpy()
+            rows.flush()
+            del rows, source
+            os.replace(tmp, partial)
+            _atomic_write_text(progress, json.dumps({"key": self.key, "index": i, "shape": list(shape), "epochs_done": done, "history": history}))
+            rows = np.lib.format.open_memmap(partial, mode="r+")
+        if done > 0:
+            set_flat_params(net, torch.from_numpy(np.array(rows[done])).to(device))
+            log.info("expert %d of %s: continuing after epoch %d", i, self.path.name, done)
+        return rows, done, history
+
+    def _build_locked(self, i: int, data: ImageData, device: torch.device, on_epoch: EpochCallback | None = None) -> None:
         spec = self.spec
         t0 = time.perf_counter()
         net = build_expert_net(spec, data, seed=expert_seed(spec, i)).to(device)
         layout = param_layout(net)
         self.check_manifest(data, layout)
         num_params = sum(p.numel() for p in net.parameters())
-        shape = (spec.epochs + 1, num_params)
+        rows, done, history = self._start_rows(i, (spec.epochs + 1, num_params), net, device)
+        target = rows.shape[0] - 1
+        shape = list(rows.shape)
         partial, progress = self.partial_path(i), self.progress_path(i)
-
-        done, history = 0, {"train_loss": [], "train_acc": [], "seconds": 0.0}
-        rec = _read_json(progress)
-        rows = None
-        if rec is not None and rec.get("key") == self.key and rec.get("index") == i and rec.get("shape") == list(shape) and partial.is_file():
-            try:
-                rows = np.lib.format.open_memmap(partial, mode="r+")
-                if rows.shape != shape or rows.dtype != np.float32:
-                    rows = None
-            except (OSError, ValueError):
-                rows = None
-            if rows is not None:
-                done = int(rec["epochs_done"])
-                history = rec.get("history", history)
-                set_flat_params(net, torch.from_numpy(np.array(rows[done])).to(device))
-                log.info("expert %d of %s: resuming after epoch %d", i, self.path.name, done)
-        if rows is None:  # fresh start (a leftover partial without a valid record is discarded)
-            with contextlib.suppress(OSError):
-                progress.unlink()
-            rows = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=shape)
-            rows[0] = flat_params(net).cpu().numpy()
-            rows.flush()
         elapsed0 = float(history.get("seconds", 0.0))
 
-        def on_epoch(epoch: int, flat: Tensor, loss: float, acc: float) -> None:
+        def after_epoch(epoch: int, flat: Tensor, loss: float, acc: float) -> None:
             rows[epoch] = flat.cpu().numpy()
             rows.flush()
             history["train_loss"].append(loss)
             history["train_acc"].append(acc)
             history["seconds"] = elapsed0 + time.perf_counter() - t0
-            if epoch < spec.epochs:  # the record that makes a restart resume here
-                _atomic_write_text(progress, json.dumps({"key": self.key, "index": i, "shape": list(shape), "epochs_done": epoch, "history": history}))
+            if epoch < target:  # the record that makes a restart resume here
+                _atomic_write_text(progress, json.dumps({"key": self.key, "index": i, "shape": shape, "epochs_done": epoch, "history": history}))
+            if on_epoch is not None:
+                on_epoch(epoch, target)
 
-        train_expert_epochs(net, spec, data, i, done, device, on_epoch)
+        train_expert_epochs(net, spec, data, i, done, device, after_epoch, last_epoch=target)
         del rows
         with open(partial, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(partial, self.expert_path(i))
         marker = {
-            "format": FORMAT_VERSION, "key": self.key, "index": i, "epochs": spec.epochs, "num_params": num_params,
+            "format": FORMAT_VERSION, "key": self.key, "index": i, "epochs": target, "num_params": num_params,
             "bytes": os.path.getsize(self.expert_path(i)), "test_acc": test_accuracy(net, data, device),
             **history, "seconds": elapsed0 + time.perf_counter() - t0,
         }
         _atomic_write_text(self.marker_path(i), json.dumps(marker))
         with contextlib.suppress(OSError):
             progress.unlink()
-        log.info("expert %d of %s: %d epochs in %.1fs, test acc %.3f", i, self.path.name, spec.epochs, marker["seconds"], marker["test_acc"])
+        log.info("expert %d of %s: %d epochs in %.1fs, test acc %.3f", i, self.path.name, target, marker["seconds"], marker["test_acc"])
 
-    def ensure(self, count: int, data: ImageData, device: torch.device) -> list[int]:
-        """Build (sequentially) every missing expert among the first ``count``; returns those built."""
+    def ensure(self, count: int, data: ImageData, device: torch.device, progress: BuildProgress | None = None) -> list[int]:
+        """Build (sequentially) every missing expert among the first ``count``; returns those built.
+        ``progress(epochs_done, epochs_total)`` counts the epochs this call trains, so a caller can
+        show an ETA for the whole build."""
+        todo = {i: self.spec.epochs - self.epochs_built(i) for i in self.missing(count)}
+        total, done = sum(todo.values()), 0
         built = []
-        for i in self.missing(count):
-            if self.build(i, data, device):
+        for i in todo:
+            base = done
+
+            def on_epoch(epoch: int, target: int, _base: int = base, _first: int = self.spec.epochs - todo[i]) -> None:
+                if progress is not None:
+                    progress(min(total, _base + epoch - _first), total)
+
+            if self.build(i, data, device, on_epoch):
                 built.append(i)
+            done = base + todo[i]
         return built
 
     # -- reading

@@ -52,14 +52,19 @@ class MTTConfig:
     dsa: bool = True
     dsa_strategy: str | None = None  # None: the dataset's default (no flip for digits)
     memory_mode: str = "unrolled"  # unrolled | tesla | tesla_exact (see matching.py)
+    # stability (see docs/methods.md): the learned step size never drops below min(min_syn_lr,
+    # lr_teacher) (HaBa/FTD/DATM clip it at 1e-3 so it cannot turn negative), and a non-finite loss
+    # or gradient undoes the last update and halves lr_img and lr_lr, at most max_backoffs times
+    min_syn_lr: float = 1e-3
+    max_backoffs: int = 8
     # the student/expert network (the evaluation networks are configured separately)
     arch: str = "convnet"
     width: int = 128  # ConvNet options; ignored by other archs
     depth: int = 3
     norm: str | None = None  # None: the arch's default (instancenorm for convnet)
     # experts (the buffer)
-    num_experts: int = 100
-    expert_train_epochs: int = 50
+    num_experts: int | None = None  # None: auto_num_experts(iterations), 100 at the published 5000 iterations
+    expert_train_epochs: int | None = None  # None: the last epoch a trial reads, max_start_epoch - 1 + expert_epochs
     expert_lr: float = 0.01  # the reference buffer.py's --lr_teacher
     expert_batch: int = 256
     expert_seed: int = 0
@@ -68,13 +73,17 @@ class MTTConfig:
     def __post_init__(self) -> None:
         for name in ("syn_steps", "expert_epochs", "max_start_epoch", "num_experts", "expert_train_epochs", "expert_batch", "depth", "width"):
             value = getattr(self, name)
+            if value is None and name in ("num_experts", "expert_train_epochs"):
+                continue  # resolved by MTT.make_config
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"mtt option {name} must be an integer >= 1, got {value!r}")
+                raise UserError(f"mtt option {name} must be an integer >= 1{' (or null: automatic)' if name in ('num_experts', 'expert_train_epochs') else ''}, got {value!r}")
+        if isinstance(self.max_backoffs, bool) or not isinstance(self.max_backoffs, int) or self.max_backoffs < 0:
+            raise UserError(f"mtt option max_backoffs must be an integer >= 0, got {self.max_backoffs!r}")
         if isinstance(self.iterations, bool) or not isinstance(self.iterations, int) or self.iterations < 0:
             raise UserError(f"mtt option iterations must be an integer >= 0, got {self.iterations!r}")
         if self.batch_syn is not None and (isinstance(self.batch_syn, bool) or not isinstance(self.batch_syn, int) or self.batch_syn < 1):
             raise UserError(f"mtt option batch_syn must be an integer >= 1 or null (all images), got {self.batch_syn!r}")
-        if self.max_start_epoch - 1 + self.expert_epochs > self.expert_train_epochs:
+        if self.expert_train_epochs is not None and self.max_start_epoch - 1 + self.expert_epochs > self.expert_train_epochs:
             raise UserError(
                 f"mtt: start epochs go up to max_start_epoch - 1 = {self.max_start_epoch - 1} and the target is expert_epochs = "
                 f"{self.expert_epochs} later, beyond the experts' expert_train_epochs = {self.expert_train_epochs}; lower "
@@ -84,7 +93,7 @@ class MTTConfig:
             raise UserError(f"mtt option memory_mode must be one of {', '.join(MEMORY_MODES)}, got {self.memory_mode!r}")
         if self.init not in ("real", "noise"):
             raise UserError(f"mtt option init must be 'real' or 'noise', got {self.init!r}")
-        for name in ("lr_img", "lr_lr", "lr_teacher", "expert_lr", "momentum"):
+        for name in ("lr_img", "lr_lr", "lr_teacher", "expert_lr", "momentum", "min_syn_lr"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
                 raise UserError(f"mtt option {name} must be a finite number >= 0, got {value!r}")
@@ -111,16 +120,45 @@ _TABLE: dict[str, dict[int, dict[str, Any]]] = {
 }
 
 
+#: the reference's budget: 5000 iterations over 100 experts, i.e. each expert is drawn ~50 times
+ITERATIONS_PER_EXPERT = 50
+MIN_EXPERTS = 10
+MAX_EXPERTS = 100
+
+
+def auto_num_experts(iterations: int) -> int:
+    """Experts for a run of ``iterations``: one per 50 iterations (the reference's 5000 / 100),
+    between 10 and 100. At the published 5000 iterations that is the published 100; a quick
+    check of 200 iterations gets 10 instead of building 100 experts it would draw twice each."""
+    return max(MIN_EXPERTS, min(MAX_EXPERTS, math.ceil(iterations / ITERATIONS_PER_EXPERT)))
+
+
 def table_row(dataset: str, ipc: int) -> dict[str, Any]:
     """The published row for (dataset, ipc): the nearest tabulated IPC in log scale (1 | 10 | 50;
-    IPC 2-3 -> 1, 4-22 -> 10, 23+ -> 50). Datasets outside the table use CIFAR-10's rows without ZCA
-    (the reference whitens only CIFAR by default)."""
+    IPC 2-3 -> 1, 4-22 -> 10, 23+ -> 50).
+
+    Rule for datasets outside the table (digits, MNIST, Fashion-MNIST, SVHN, image folders): the
+    row of CIFAR-10, the tabulated set with the same class count (every shipped set outside the
+    table has 10 classes), with ZCA off (the reference whitens only CIFAR)."""
     key = dataset.strip().lower().replace("-", "").replace("_", "")
     rows = _TABLE.get(key)
     row_ipc = min((1, 10, 50), key=lambda r: abs(math.log(max(ipc, 1)) - math.log(r)))
     if rows is None:
         return {**_TABLE["cifar10"][row_ipc], "zca": False}
     return dict(rows[row_ipc])
+
+
+
+def resolve_auto(config: MTTConfig) -> MTTConfig:
+    """``config`` with its automatic values filled in (a no-op on a resolved config)."""
+    return dataclasses.replace(
+        config,
+        buffer_dir=resolve_buffer_dir(config.buffer_dir),
+        num_experts=config.num_experts if config.num_experts is not None else auto_num_experts(config.iterations),
+        expert_train_epochs=(
+            config.expert_train_epochs if config.expert_train_epochs is not None else config.max_start_epoch - 1 + config.expert_epochs
+        ),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,8 +177,10 @@ class MTT(DistillMethod):
         return MTTConfig(**table_row(dataset, ipc))
 
     def make_config(self, dataset: str, ipc: int, overrides: Mapping[str, Any] | None = None) -> MTTConfig:
-        config = super().make_config(dataset, ipc, overrides)
-        return dataclasses.replace(config, buffer_dir=resolve_buffer_dir(config.buffer_dir))
+        """Published row + overrides, with the automatic values filled in (idempotent: a resolved
+        config resolves to itself): the experts' count from ``iterations`` and their length from
+        the start-epoch window, so experts are trained exactly as far as this trial reads."""
+        return resolve_auto(super().make_config(dataset, ipc, overrides))
 
     def transforms(self, config: MTTConfig) -> tuple[str, ...]:
         return ("zca",) if config.zca else ()
@@ -162,12 +202,14 @@ class MTT(DistillMethod):
 
     def buffer_for(self, data: ImageData, config: MTTConfig) -> ExpertBuffer:
         """The buffer the experts for this (prepared) data and config live in."""
+        config = resolve_auto(config)
         spec = self.expert_spec(config, data.name)
         return ExpertBuffer(resolve_buffer_dir(config.buffer_dir), data.name, buffer_key(data_id(data), data.transform, spec), spec)
 
     def prep_jobs(self, dataset: str, data_options: Any, config: MTTConfig) -> list[PrepJob]:
         from ...data import DatasetOptions, dataset_fingerprint, resolve_options
 
+        config = resolve_auto(config)
         options = resolve_options(dataset, data_options or DatasetOptions())
         spec = self.expert_spec(config, dataset.lower())
         transforms = self.transforms(config)
@@ -178,7 +220,7 @@ class MTT(DistillMethod):
             ExpertJob(
                 method=self.name, key=key, index=i, dataset=dataset.lower(), data_options=options, transforms=transforms,
                 description=f"MTT expert {i + 1}/{n}: {dataset} {spec.arch}, {spec.epochs} epochs{' (zca)' if transforms else ''}",
-                buffer_dir=root, spec=spec,
+                buffer_dir=root, spec=spec, extent=spec.epochs,
             )
             for i in range(n)
         ]
@@ -211,12 +253,19 @@ class MTT(DistillMethod):
         resume_state: Mapping[str, Any] | None = None,
     ) -> SyntheticSet:
         check_ipc(train, ipc)
+        config = resolve_auto(config)
         device = torch.device(device)
         if config.zca and "zca" not in train.transform:
             raise UserError("mtt: zca=true but the data is not ZCA-whitened; prepare it with methods.aug.apply_transforms(data, ('zca',)) (the trial runner does)")
 
         buffer = self.buffer_for(train, config)
-        built = buffer.ensure(config.num_experts, train, device)
+        build_timer = Timer()
+
+        def on_build(done: int, total: int) -> None:
+            if progress_callback is not None:
+                progress_callback(Progress(done, total, None, build_timer(), dict, phase="experts"))
+
+        built = buffer.ensure(config.num_experts, train, device, progress=on_build)
         if built:
             log.info("mtt: built %d missing expert(s) in %s", len(built), buffer.path)
         module = build_expert_net(buffer.spec, train, seed=0).to(device)
@@ -225,6 +274,8 @@ class MTT(DistillMethod):
         net = FlatNet(module)
         aug = DiffAug(buffer.spec.dsa_strategy) if buffer.spec.dsa_strategy != "none" else None
         labels = labels_for(train.num_classes, ipc).to(device)
+        lr_floor = min(config.min_syn_lr, config.lr_teacher)
+        undo: tuple[torch.Tensor, torch.Tensor] | None = None  # (images, syn_lr) before the last update
 
         if resume_state:
             start_it = int(resume_state["iteration"])
@@ -235,6 +286,9 @@ class MTT(DistillMethod):
             if images.shape != (train.num_classes * ipc, *train.image_shape):
                 raise UserError(f"mtt resume state holds images of shape {tuple(images.shape)}, not for ipc {ipc} of {train.name!r}")
             elapsed = float(resume_state.get("elapsed", 0.0))
+            backoffs = int(resume_state.get("backoffs", 0))
+            if "undo_images" in resume_state:
+                undo = (resume_state["undo_images"].to(device).clone(), torch.as_tensor(resume_state["undo_lr"]).to(device).clone())
         else:
             start_it = 0
             images = initial_images(train, ipc, seed, config.init).to(device=device, dtype=torch.float32)
@@ -242,6 +296,7 @@ class MTT(DistillMethod):
             mom_img = torch.zeros_like(images)
             mom_lr = torch.zeros_like(syn_lr)
             elapsed = 0.0
+            backoffs = 0
         timer = Timer(elapsed)
         batch_syn = min(config.batch_syn or len(images), len(images))
 
@@ -249,10 +304,12 @@ class MTT(DistillMethod):
             return {
                 "iteration": it, "images": images.detach().cpu().clone(), "lr": syn_lr.detach().cpu().clone(),
                 "img_momentum": mom_img.detach().cpu().clone(), "lr_momentum": mom_lr.detach().cpu().clone(),
-                "elapsed": timer(), "buffer": str(buffer.path),
+                "elapsed": timer(), "buffer": str(buffer.path), "backoffs": backoffs,
+                **({"undo_images": undo[0].cpu().clone(), "undo_lr": undo[1].cpu().clone()} if undo is not None else {}),
             }
 
-        for it in range(start_it, config.iterations):
+        it = start_it
+        while it < config.iterations:
             g = generator(seed, "mtt-expert-pick", it)
             expert = int(torch.randint(config.num_experts, (1,), generator=g))
             start_epoch = int(torch.randint(config.max_start_epoch, (1,), generator=g))
@@ -260,18 +317,39 @@ class MTT(DistillMethod):
             steps = plan_steps(len(images), config.syn_steps, batch_syn, aug, generator(seed, "mtt-steps", it), device)
             loss, grad_img, grad_lr = matching_grads(config.memory_mode, net, start, target, images, labels, syn_lr, steps, aug)
             loss_value = float(loss)
-            if not math.isfinite(loss_value):
-                raise UserError(
-                    f"mtt diverged at iteration {it} (loss {loss_value}, step size {float(syn_lr):.3g}); lower lr_img or lr_lr"
-                )
+            if not (math.isfinite(loss_value) and bool(torch.isfinite(grad_img).all()) and math.isfinite(float(grad_lr))):
+                # The divergence rule: undo the update that led here, halve both learning rates,
+                # forget the momenta and redo this iteration (same draws), at most max_backoffs times.
+                if backoffs >= config.max_backoffs:
+                    raise UserError(
+                        f"mtt diverged at iteration {it} (loss {loss_value}, step size {float(syn_lr):.3g}) after {backoffs} backoffs "
+                        f"that halved lr_img and lr_lr each time; lower lr_img (now {config.lr_img}) or lr_lr (now {config.lr_lr}), "
+                        "or raise max_backoffs"
+                    )
+                backoffs += 1
+                log.info("mtt: non-finite loss at iteration %d; undoing the last update and halving lr_img and lr_lr (backoff %d/%d)",
+                         it, backoffs, config.max_backoffs)
+                with torch.no_grad():
+                    if undo is not None:
+                        images.copy_(undo[0])
+                        syn_lr.copy_(undo[1])
+                    mom_img.zero_()
+                    mom_lr.zero_()
+                undo = None
+                del start, target, steps, loss, grad_img, grad_lr
+                continue
+            scale = 0.5 ** backoffs
             with torch.no_grad():  # SGD with momentum (dampening 0), as torch.optim.SGD
+                undo = (images.detach().clone(), syn_lr.detach().clone())
                 mom_img.mul_(config.momentum).add_(grad_img)
-                images.sub_(config.lr_img * mom_img)
+                images.sub_(config.lr_img * scale * mom_img)
                 mom_lr.mul_(config.momentum).add_(grad_lr)
-                syn_lr.sub_(config.lr_lr * mom_lr)
+                syn_lr.sub_(config.lr_lr * scale * mom_lr)
+                syn_lr.clamp_(min=lr_floor)  # a step size below the floor (or negative) is never useful
             del start, target, steps, loss, grad_img, grad_lr
+            it += 1
             if progress_callback is not None:
-                done = it + 1
+                done = it
                 progress_callback(Progress(done, config.iterations, loss_value, timer(), lambda done=done: state(done)))
 
         if progress_callback is not None and start_it >= config.iterations:
@@ -280,6 +358,6 @@ class MTT(DistillMethod):
             images.detach().clone(), labels, lr=float(syn_lr),
             meta={
                 "method": "mtt", "ipc": ipc, "seed": seed, "buffer": str(buffer.path), "num_experts": config.num_experts,
-                "memory_mode": config.memory_mode, "zca": config.zca,
+                "memory_mode": config.memory_mode, "zca": config.zca, "backoffs": backoffs,
             },
         )
