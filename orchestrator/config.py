@@ -30,6 +30,7 @@ class DatasetEntry(BaseModel):
     test_subset_per_class: PositiveInt | None = None
     resize: PositiveInt | None = None
     subset_seed: int = 0
+    format: Literal["imagefolder"] | None = None  # read the named dataset from an ImageFolder tree (keeps its defaults)
 
 
 class Resources(BaseModel):

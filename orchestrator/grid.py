@@ -55,6 +55,7 @@ def dataset_options(entry: DatasetEntry) -> DatasetOptions:
         test_subset_per_class=entry.test_subset_per_class,
         resize=entry.resize,
         seed=entry.subset_seed,
+        format=entry.format,
     ))
 
 

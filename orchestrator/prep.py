@@ -4,11 +4,13 @@ and the experts of one buffer train in parallel."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from methods.distill.base import PrepJob, get_method
 
 from .config import Resources
+from .eta import PhaseETA, format_seconds
 from .grid import TrialPlan
 
 
@@ -49,8 +51,12 @@ def run_prep_jobs(plans: list[TrialPlan], device: str) -> int:
         refs.append(task.remote(job, device if r.gpu > 0 else "cpu", int(max(1, r.cpu))))
     remaining = list(refs)
     done = 0
+    eta = PhaseETA()
+    eta.update(0, len(refs), time.monotonic())
     while remaining:
         ready, remaining = ray.wait(remaining, num_returns=1)
         done += 1
-        print(f"[prep] {done}/{len(refs)} done: {ray.get(ready[0])}", flush=True)
+        left = eta.update(done, len(refs), time.monotonic())
+        when = f", ETA {format_seconds(left)}" if left is not None and remaining else ""
+        print(f"[prep] {done}/{len(refs)} done{when}: {ray.get(ready[0])}", flush=True)
     return len(refs)

@@ -10,11 +10,7 @@ from typing import Any, Iterable, Mapping, TextIO
 from ray import tune
 
 
-def _fmt_seconds(s: float) -> str:
-    s = int(max(0, s))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else (f"{m}m{sec:02d}s" if m else f"{sec}s")
+from .eta import PhaseETA, format_seconds as _fmt_seconds
 
 
 class ProgressView(tune.Callback):
@@ -28,13 +24,17 @@ class ProgressView(tune.Callback):
         self.last_print = 0.0
         self.last_counts: tuple[int, ...] | None = None
         self.phase: dict[str, str] = {}
+        self.etas: dict[tuple[str, str], PhaseETA] = {}  # (trial, phase) -> its remaining-time estimate
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with its experiment state
         return {**self.__dict__, "_stream": None}
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         if "phase" in result and not result.get("done"):
-            self.phase[trial.config["trial_hash"]] = f"{result['phase']} {result.get('iteration', 0)}/{result.get('total', '?')}"
+            h, phase = trial.config["trial_hash"], result["phase"]
+            done, total = int(result.get("iteration", 0)), int(result.get("total", 0) or 0)
+            eta = self.etas.setdefault((h, phase), PhaseETA()).update(done, total, time.monotonic()) if total else None
+            self.phase[h] = f"{phase} {done}/{total or '?'}" + (f" ETA {_fmt_seconds(eta)}" if eta is not None and done < total else "")
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         counts = defaultdict(int)

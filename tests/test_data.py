@@ -259,6 +259,22 @@ def test_imagefolder_grayscale_stays_one_channel(tmp_path: Path) -> None:
     assert load_dataset("imagefolder", _opts(tmp_path / "g")).channels == 3
 
 
+def test_named_dataset_read_from_an_imagefolder_tree(tmp_path: Path) -> None:
+    """format: imagefolder keeps the dataset's name, so its per-dataset defaults apply (e.g. no
+    DSA flip for mnist), and its identity differs from the torchvision files'."""
+    from methods.aug import default_strategy
+
+    write_imagefolder(tmp_path / "m", classes=tuple(str(d) for d in range(3)), mode="L", size=28)
+    d = load_dataset("mnist", _opts(tmp_path / "m", format="imagefolder"))
+    assert d.name == "mnist" and d.image_shape == (1, 28, 28) and d.classes == ("0", "1", "2") and d.train_x.shape[0] == 12
+    assert "flip" not in default_strategy(d.name)
+    assert dataset_fingerprint("mnist", _opts(tmp_path / "m", format="imagefolder")) != dataset_fingerprint("mnist", _opts(tmp_path / "m"))
+    with pytest.raises(UserError, match="format"):
+        DatasetOptions(format="zip")
+    with pytest.raises(UserError, match=r"train"):  # the imagefolder layout's own message
+        load_dataset("mnist", _opts(tmp_path / "nothing", format="imagefolder"))
+
+
 def test_imagefolder_mixed_sizes_need_resize(tmp_path: Path) -> None:
     write_imagefolder(tmp_path / "f", size=8)
     Image.fromarray(np.zeros((12, 10, 3), np.uint8)).save(tmp_path / "f" / "train" / "cat" / "big.png")

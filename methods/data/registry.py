@@ -29,6 +29,7 @@ from .source import DATASETS, DatasetSource, MissingDataError, RawSplits
 
 log = logging.getLogger(__name__)
 
+FORMATS = ("imagefolder",)  # loaders that can read any named dataset (DatasetOptions.format)
 TEST_SUBSET_SEED = 0  # test subsets ignore options.seed: trials with different seeds share a test set
 VALIDATION_SEED = 0  # the validation split is fixed too: every tuning trial of a cell scores on the same images
 
@@ -51,6 +52,10 @@ class DatasetOptions:
     #: the test split (tuning must never select on test data); None = evaluate on the test split
     validation_per_class: int | None = None
     cache_dir: str | None = None       # decoded-tensor cache (default: ~/.cache/distillery or $DISTILLERY_CACHE)
+    #: read a named dataset from files in another loader's layout, keeping the name (and with it
+    #: every per-dataset default: DSA without flip for mnist, the methods' tables): "imagefolder"
+    #: reads ``<root>/train/<class>/*`` and ``<root>/test/<class>/*``. None: the dataset's own format
+    format: str | None = None
 
     def __post_init__(self) -> None:
         for opt in ("subset_per_class", "test_subset_per_class", "resize", "validation_per_class"):
@@ -66,6 +71,8 @@ class DatasetOptions:
             raise UserError(f"dataset option seed must be an integer, got {self.seed!r}")
         if not isinstance(self.download, bool):
             raise UserError(f"dataset option download must be true or false, got {self.download!r}")
+        if self.format is not None and self.format not in FORMATS:
+            raise UserError(f"dataset option format must be one of {', '.join(FORMATS)} (or null: the dataset's own format), got {self.format!r}")
         for opt in ("root", "cache_dir"):
             value = getattr(self, opt)
             if value is not None and not isinstance(value, (str, os.PathLike)):
@@ -86,7 +93,8 @@ def resolve_options(name: str, options: DatasetOptions | None = None) -> Dataset
     trials run in their own working directory, where ./data means something else. An unset
     cache_dir stays unset, so each worker uses its own $DISTILLERY_CACHE or home. Idempotent."""
     options = options or DatasetOptions()
-    source = DATASETS.get(name)
+    DATASETS.get(name)  # an unknown name fails here, with the valid ones
+    source = DATASETS.get(options.format or name)
     root = None
     if source.needs_root:
         root = str(Path(options.root).expanduser().resolve()) if options.root is not None else str(default_root(name))
@@ -108,6 +116,8 @@ def dataset_fingerprint(name: str, options: DatasetOptions | None = None) -> str
         "resize": opts.resize,
         "seed": opts.seed if opts.subset_per_class is not None else None,
     }
+    if opts.format is not None:  # other files (the hash of the default format stays as it was)
+        ident["format"] = opts.format
     if opts.validation_per_class is not None:  # other training images: experts etc. must not see the held-out ones
         ident["validation_per_class"] = opts.validation_per_class
     return hashlib.blake2b(json.dumps(ident, sort_keys=True).encode(), digest_size=6).hexdigest()
@@ -161,7 +171,8 @@ def load_raw(name: str, options: DatasetOptions | None = None) -> RawSplits:
     given = options or DatasetOptions()
     options = resolve_options(name, given)
     key_name = name.lower()
-    source = DATASETS.get(name)(key_name)
+    DATASETS.get(name)
+    source = DATASETS.get(options.format or name)(key_name)
     root = Path(options.root) if source.needs_root else None  # type: ignore[arg-type]
     files = _locate(key_name, source, given, root)  # the given options: errors say whether the root was defaulted
 

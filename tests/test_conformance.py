@@ -1,0 +1,42 @@
+"""Every registered method, with its defaults on the default dataset, beats `random`.
+
+The registry-driven conformance check: it iterates ``METHODS`` itself, so a method added later is
+checked against `random` without anyone editing this file. Budgets are the only change, and the
+same for every method: ``iterations`` lowered (the one knob a quick check lowers), 2 evaluation
+models with the default protocol, IPC 1 on digits (16x16 by default). `full` is the full-data
+baseline, not a distillation method. bench/conformance.py runs the full matrix (more datasets,
+IPC 10, larger budgets).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from methods.distill.base import METHODS
+from methods.distill import load_all  # noqa: F401  (registers every method)
+from methods.trial import TrialSpec, run_trial
+
+QUICK_ITERATIONS = 40
+MODELS = 2
+NOT_DISTILLATION = ("full", "random")
+
+
+def _spec(method: str, tmp_path) -> TrialSpec:
+    fields = {f.name for f in dataclasses.fields(METHODS.get(method).Config)}
+    params = {"iterations": QUICK_ITERATIONS} if "iterations" in fields else {}
+    if "buffer_dir" in fields:  # shared caches go to the test's folder, not the user's home
+        params["buffer_dir"] = str(tmp_path / "experts")
+    return TrialSpec(dataset="digits", method=method, ipc=1, seed=0, n_models=MODELS, method_params=params)
+
+
+@pytest.fixture(scope="module")
+def random_acc(tmp_path_factory) -> float:
+    return run_trial(_spec("random", tmp_path_factory.mktemp("random")), device="cpu").summary()["mean_acc"]
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS.names() if m not in NOT_DISTILLATION])
+def test_method_with_defaults_beats_random_on_the_default_dataset(method: str, random_acc: float, tmp_path) -> None:
+    acc = run_trial(_spec(method, tmp_path), device="cpu").summary()["mean_acc"]
+    assert acc > random_acc, f"{method} with defaults ({QUICK_ITERATIONS} iterations): {acc:.4f} <= random {random_acc:.4f}"

@@ -1,0 +1,37 @@
+"""Progress lines: every long phase of a trial prints its progress with a smoothed ETA."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from methods.distill.base import Progress
+from orchestrator.eta import PhaseETA, format_seconds
+from orchestrator.trial_cmd import ProgressPrinter
+
+
+def test_eta_is_exact_at_a_constant_rate_and_smoothed_after_a_slow_step() -> None:
+    eta = PhaseETA(smoothing=0.3)
+    assert eta.update(0, 10, now=0.0) is None  # no rate yet
+    assert eta.update(2, 10, now=4.0) == pytest.approx(16.0)  # 2 s per unit, 8 left
+    assert eta.update(4, 10, now=8.0) == pytest.approx(12.0)
+    slow = eta.update(5, 10, now=18.0)  # one unit took 10 s: the estimate moves, but not all the way
+    assert 5 * 2.0 < slow < 5 * 10.0
+    assert format_seconds(59) == "59s" and format_seconds(61) == "1m01s" and format_seconds(3700) == "1h01m"
+
+
+def test_trial_printer_shows_each_phase_with_an_eta() -> None:
+    out = io.StringIO()
+    printer = ProgressPrinter(enabled=True, every=0.0, stream=out)
+    for done in range(0, 4):
+        printer.distill(Progress(done, 3 if done < 4 else 3, None, float(done), dict, phase="experts"))
+    for done in range(1, 5):
+        printer.distill(Progress(done, 4, 1.0 / done, float(done), dict))
+    for done in range(1, 4):
+        printer.evaluate("convnet", done, 3)
+    lines = out.getvalue().splitlines()
+    assert any(line.startswith("[experts] 1/3 expert epochs") for line in lines)
+    assert any(line.startswith("[distill] 2/4 iterations") and "ETA" in line for line in lines)
+    assert any(line.startswith("[eval convnet] 2/3 model-epochs") and "ETA" in line for line in lines)
+    assert "ETA" not in lines[-1]  # a finished phase has nothing left
