@@ -97,7 +97,7 @@ def test_local_ray_cli_sweep_logs_nested_runs_with_artifacts(tmp_path):
     # artifacts: the synthetic set loads with weights_only, the CSV is tidy, the grid is a PNG
     local = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / "dl")))
     syn = torch.load(local / "synthetic_set.pt", weights_only=True)
-    assert syn["images"].shape == (20, 1, 8, 8) and syn["labels"].tolist() == [c for c in range(10) for _ in range(2)]
+    assert syn["images"].shape == (20, 1, 16, 16) and syn["labels"].tolist() == [c for c in range(10) for _ in range(2)]
     rows = list(csv.DictReader(open(local / "per_class.csv")))
     assert len(rows) == 2 * 10 and set(rows[0]) == {"arch", "model", "class_index", "class_name", "acc"}
     assert (local / "synthetic_grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
