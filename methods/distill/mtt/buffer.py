@@ -272,18 +272,23 @@ class ExpertBuffer:
         return self.path / "buffer.json"
 
     # -- status
-    def marker(self, i: int) -> dict[str, Any] | None:
-        """The finished expert's record, or None when expert i is not (validly) finished."""
+    def _finished(self, i: int) -> dict[str, Any] | None:
+        """Expert i's marker if it validly records a finished array (any number of epochs)."""
         m = _read_json(self.marker_path(i))
         if m is None or m.get("format") != FORMAT_VERSION or m.get("key") != self.key or m.get("index") != i:
             return None
-        if not isinstance(m.get("epochs"), int) or m["epochs"] < self.spec.epochs:
+        if not isinstance(m.get("epochs"), int):
             return None
         try:
             size = os.path.getsize(self.expert_path(i))
         except OSError:
             return None
         return m if size == m.get("bytes") else None
+
+    def marker(self, i: int) -> dict[str, Any] | None:
+        """The finished expert's record, or None when expert i is not (validly) finished to spec.epochs."""
+        m = self._finished(i)
+        return m if m is not None and m["epochs"] >= self.spec.epochs else None
 
     def is_done(self, i: int) -> bool:
         return self.marker(i) is not None
@@ -344,14 +349,8 @@ class ExpertBuffer:
 
     def epochs_built(self, i: int) -> int:
         """How many epochs expert i has finished and recorded (0 when none)."""
-        m = _read_json(self.marker_path(i))
-        if m is None or m.get("format") != FORMAT_VERSION or m.get("key") != self.key or m.get("index") != i:
-            return 0
-        try:
-            ok = os.path.getsize(self.expert_path(i)) == m.get("bytes")
-        except OSError:
-            return 0
-        return int(m.get("epochs", 0)) if ok else 0
+        m = self._finished(i)
+        return int(m["epochs"]) if m is not None else 0
 
     def _start_rows(self, i: int, shape: tuple[int, int], net: nn.Module, device: torch.device) -> tuple[np.ndarray, int, dict[str, Any]]:
         """The partial array to train into, the epochs already in it and their history: a partial
@@ -359,7 +358,7 @@ class ExpertBuffer:
         or a fresh array holding the initial weights. Sets ``net`` to the last valid row."""
         partial, progress = self.partial_path(i), self.progress_path(i)
         history: dict[str, Any] = {"train_loss": [], "train_acc": [], "seconds": 0.0}
-        source, done = None, 0
+        source, done, in_place = None, 0, False
         rec = _read_json(progress)
         if rec is not None and rec.get("key") == self.key and rec.get("index") == i and partial.is_file():
             try:
@@ -367,6 +366,7 @@ class ExpertBuffer:
                 if arr.dtype == np.float32 and arr.ndim == 2 and arr.shape[1] == shape[1] and list(arr.shape) == rec.get("shape"):
                     source, done, history = arr, int(rec["epochs_done"]), rec.get("history", history)
                     shape = (max(shape[0], arr.shape[0]), shape[1])  # never shrink a longer build in progress
+                    in_place = arr.shape == shape  # long enough: train on in the partial file itself
             except (OSError, ValueError, KeyError):
                 source = None
         if source is None:
@@ -374,11 +374,11 @@ class ExpertBuffer:
             if have > 0:
                 arr = np.load(self.expert_path(i), mmap_mode="r")
                 if arr.dtype == np.float32 and arr.shape == (have + 1, shape[1]):
-                    m = _read_json(self.marker_path(i)) or {}
+                    m = self._finished(i) or {}
                     source, done = arr, have
                     history = {"train_loss": list(m.get("train_loss", [])), "train_acc": list(m.get("train_acc", [])), "seconds": float(m.get("seconds", 0.0))}
                     log.info("expert %d of %s: extending from %d to %d epochs", i, self.path.name, have, shape[0] - 1)
-        if source is not None and source.shape == shape and Path(getattr(source, "filename", "") or "") == partial.resolve():
+        if in_place:
             rows = np.lib.format.open_memmap(partial, mode="r+")
         else:
             tmp = partial.with_name(partial.name + ".grow")
