@@ -337,6 +337,9 @@ def test_automatic_expert_count_and_length():
     assert m.make_config("digits", 1, {"iterations": 200}).num_experts == 10
     assert [auto_num_experts(n) for n in (0, 200, 501, 1000, 5000, 20000)] == [10, 10, 11, 20, 100, 100]
     assert m.make_config("digits", 1, {"num_experts": 3, "expert_train_epochs": 50}).num_experts == 3
+    for option, bad in (("max_backoffs", -1), ("min_syn_lr", -1.0), ("num_experts", 0), ("expert_train_epochs", 0)):
+        with pytest.raises(UserError, match=option):
+            m.make_config("digits", 1, {option: bad})
     resolved = m.make_config("digits", 1)
     assert m.make_config("digits", 1, dataclasses.asdict(resolved)) == resolved  # idempotent
 

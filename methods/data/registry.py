@@ -171,8 +171,7 @@ def load_raw(name: str, options: DatasetOptions | None = None) -> RawSplits:
     given = options or DatasetOptions()
     options = resolve_options(name, given)
     key_name = name.lower()
-    DATASETS.get(name)
-    source = DATASETS.get(options.format or name)(key_name)
+    source = DATASETS.get(options.format or name)(key_name)  # resolve_options already checked the name
     root = Path(options.root) if source.needs_root else None  # type: ignore[arg-type]
     files = _locate(key_name, source, given, root)  # the given options: errors say whether the root was defaulted
 
