@@ -16,8 +16,11 @@ from .errors import AnalysisError
 
 
 def default_tracking_uri() -> str:
-    """sqlite:///<abs cwd>/mlflow.db: where a sweep started in this directory logs by default."""
-    return f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
+    """$MLFLOW_TRACKING_URI when set (MLflow's own convention), else sqlite:///<abs cwd>/mlflow.db:
+    where a sweep started in this directory logs by default (same rule as the sweep's config)."""
+    import os
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
 
 
 def add_analyze_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -31,7 +34,7 @@ def add_analyze_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     )
     p.add_argument("--experiment", "-e", help="the sweep's name (= MLflow experiment)")
     p.add_argument("--tracking-uri", default=None,
-                   help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default: distillery-runs/analysis/<experiment>)")
     p.add_argument("--parent-run", default=None, help="analyse the trials nested under this parent run id")

@@ -19,7 +19,8 @@ from .distill.base import Progress, ProgressCallback, SyntheticSet, apply_overri
 from .errors import UserError
 from .eval import EvalConfig, EvalResult, evaluate_synset
 from .metrics.fairness import aggregate_models, fairness_metrics
-from .nets import NETWORKS
+from .aug.dsa import parse_strategy
+from .nets import NETWORKS, check_net_options
 from .utils.device import resolve_device
 
 
@@ -51,6 +52,9 @@ class TrialSpec:
         for arch in self.arch_options:
             if arch not in self.archs:
                 raise UserError(f"options given for arch {arch!r}, which is not evaluated (archs: {', '.join(self.archs)})")
+            check_net_options(arch, dict(self.arch_options[arch]))
+        if self.eval.dsa and self.eval.dsa_strategy is not None:
+            parse_strategy(self.eval.dsa_strategy)
         if self.eval.epochs < 0 or self.eval.full_data_epochs < 0:
             raise UserError("eval epochs must be >= 0")
         self.resolved_method_config()

@@ -8,15 +8,20 @@ at load time, because Tune runs each trial in its own working directory.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from methods.errors import UserError
 
+from .yamlio import read_yaml
+
 _STRICT = ConfigDict(extra="forbid", frozen=True)
+#: sweep/tuning names become folder names under storage_path: letters, digits, _ - and inner dots
+#: only, never a leading dot (``..`` would put trials outside the storage path, ``.x`` hides them)
+NAME_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$"
 
 
 class DatasetEntry(BaseModel):
@@ -117,7 +122,7 @@ class FullBaseline(BaseModel):
 class SweepConfig(BaseModel):
     model_config = _STRICT
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    name: str = Field(min_length=1)
     datasets: list[DatasetEntry] = Field(min_length=1)
     methods: dict[str, MethodEntry] = Field(min_length=1)
     ipcs: list[PositiveInt] = Field(min_length=1)
@@ -139,6 +144,16 @@ class SweepConfig(BaseModel):
     @classmethod
     def _datasets_shorthand(cls, v: Any) -> Any:
         return datasets_shorthand(v)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v)
+
+    @field_validator("storage_path")
+    @classmethod
+    def _storage(cls, v: str) -> str:
+        return local_storage_path(v)
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -172,9 +187,44 @@ class SweepConfig(BaseModel):
         """Absolute storage path, data roots and tracking URI (Tune trials run in other dirs)."""
         base = (base_dir or Path.cwd()).resolve()
         storage = _abs(self.storage_path, base)
-        uri = abs_sqlite_uri(self.tracking_uri or f"sqlite:///{base / 'mlflow.db'}", base)
+        uri = abs_sqlite_uri(default_tracking_uri(self.tracking_uri, base), base)
         datasets = [d.model_copy(update={"root": _abs(d.root, base) if d.root else None}) for d in self.datasets]
         return self.model_copy(update={"storage_path": storage, "tracking_uri": uri, "datasets": datasets})
+
+
+def default_tracking_uri(configured: str | None, base: Path) -> str:
+    """The MLflow URI, by precedence: ``--tracking-uri`` (written into the config as an override),
+    the config's ``tracking_uri``, $MLFLOW_TRACKING_URI (MLflow's own convention, so a cluster's
+    environment is honoured), then sqlite:///<base>/mlflow.db."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{base / 'mlflow.db'}"
+
+
+_URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+
+
+def local_storage_path(value: str) -> str:
+    """``storage_path`` as a local (or network-mounted) folder. Checkpoints and results are
+    written with local file operations (atomic renames, fsync), so object-store URIs (s3://,
+    gs://, ...) are refused rather than turned into a folder named ``s3:``; file:// is a path."""
+    m = _URI_SCHEME.match(value)
+    if m is None:
+        return value
+    if m.group(1).lower() == "file":
+        return value[len("file://"):] or "/"
+    raise ValueError(
+        f"{value!r} is a {m.group(1)}:// URI, which distillery cannot write trial checkpoints to yet; use a folder "
+        "that every node mounts (local disk for one machine, NFS or similar for a cluster)"
+    )
+
+
+def check_name(value: str) -> str:
+    """Sweep and tuning names become folder names (see NAME_PATTERN)."""
+    if not re.match(NAME_PATTERN, value):
+        raise ValueError(
+            f"{value!r} cannot be a folder name under storage_path: use letters, digits, '_', '-' and inner '.', "
+            "not starting with '.' (e.g. quickstart, fairness_cifar10-v2)"
+        )
+    return value
 
 
 def abs_sqlite_uri(uri: str, base: Path) -> str:
@@ -189,22 +239,6 @@ def _abs(path: str, base: Path) -> str:
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
-def read_yaml(path: str | Path, overrides: Mapping[str, str] | None, kind: str, example: str) -> dict[str, Any]:
-    """A config file as a dict with ``--set a.b=c`` overrides applied; UserError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file {str(path)!r} not found; pass the path of a {kind} YAML such as {example}")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"{path}: the top level must be a mapping of {kind} fields (name, datasets, methods, ...)")
-    for key, value in (overrides or {}).items():
-        _set_path(raw, key, yaml.safe_load(value) if isinstance(value, str) else value)
-    return raw
-
-
 def load_config(path: str | Path, overrides: Mapping[str, str] | None = None, base_dir: Path | None = None) -> SweepConfig:
     """Read, apply ``--set a.b=c`` overrides, validate and resolve; UserError on any problem."""
     raw = read_yaml(path, overrides, "sweep", "configs/quickstart.yaml")
@@ -217,13 +251,27 @@ def validate_config(raw: Mapping[str, Any], source: str = "config", base_dir: Pa
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, source)) from None
     check_names(config, source)
-    return config.resolved(base_dir)
+    resolved = config.resolved(base_dir)
+    check_files(resolved, source)
+    return resolved
+
+
+def check_files(config: SweepConfig, source: str) -> None:
+    """Data roots present and every IPC within the smallest class (see preflight.py)."""
+    from .preflight import check_datasets_present
+
+    def fail(field: str, msg: str) -> None:
+        raise UserError(f"{source}: {field}: {msg}")
+
+    ipcs = [ipc for entry in config.methods.values() for ipc in (entry.ipcs or config.ipcs)]  # `full` is not a method here
+    check_datasets_present(config.datasets, max(ipcs), fail)
 
 
 def check_datasets_and_eval(datasets: list[DatasetEntry], evaluation: EvalEntry, fail: Callable[[str, str], None]) -> None:
     """Registered dataset and network names (shared by sweep and tuning configs)."""
+    from methods.aug.dsa import parse_strategy
     from methods.data import DATASETS
-    from methods.nets import NETWORKS
+    from methods.nets import NETWORKS, check_net_options
 
     for i, d in enumerate(datasets):
         if d.name not in DATASETS:
@@ -231,15 +279,26 @@ def check_datasets_and_eval(datasets: list[DatasetEntry], evaluation: EvalEntry,
     for arch in evaluation.archs:
         if arch not in NETWORKS:
             fail("eval.archs", f"unknown network {arch!r}; choose one of: {', '.join(NETWORKS.names())}")
-    for arch in evaluation.arch_options:
+    for arch, options in evaluation.arch_options.items():
         if arch not in evaluation.archs:
             fail(f"eval.arch_options.{arch}", f"{arch!r} is not in eval.archs {evaluation.archs}")
+        try:
+            check_net_options(arch, options)
+        except UserError as exc:
+            fail(f"eval.arch_options.{arch}", str(exc))
+    if evaluation.dsa and evaluation.dsa_strategy is not None:
+        try:
+            parse_strategy(evaluation.dsa_strategy)
+        except UserError as exc:
+            fail("eval.dsa_strategy", str(exc))
 
 
 def datasets_shorthand(v: Any) -> Any:
     """``datasets: digits`` or ``[digits, {name: cifar10, root: ...}]`` are accepted."""
     if isinstance(v, (str, dict)):
         v = [v]
+    if not isinstance(v, list):
+        return v  # pydantic reports the wrong type with the field name
     return [{"name": d} if isinstance(d, str) else d for d in v]
 
 
@@ -259,7 +318,13 @@ def check_names(config: SweepConfig, source: str) -> None:
             method = get_method(name)
         except UnknownNameError as exc:
             fail(f"methods.{name}", str(exc))
-        for ipc in entry.ipcs or config.ipcs:
+        grid = entry.ipcs or config.ipcs
+        for ipc in entry.per_ipc:
+            if ipc not in grid:
+                where = f"methods.{name}.ipcs" if entry.ipcs else "ipcs"
+                fail(f"methods.{name}.per_ipc.{ipc}", f"IPC {ipc} is not in {where} {grid}, so these options would never be used; "
+                     f"add {ipc} to {where} or remove the entry")
+        for ipc in grid:
             for d in config.datasets:
                 try:
                     method.make_config(d.name, ipc, entry.params_for(ipc))
@@ -279,32 +344,10 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
             msg = "unknown field" + (" (method options go under params:)" if loc.startswith("methods.") else "")
         elif err["type"] == "missing":
             msg = "required field is missing"
+        elif err["type"] == "value_error":  # our validators' messages already quote the value
+            msg = msg.removeprefix("Value error, ")
         got = err.get("input")
-        tail = f" (got {got!r})" if err["type"] not in ("missing", "extra_forbidden") and not isinstance(got, (dict, list)) else ""
+        quiet = ("missing", "extra_forbidden", "value_error")
+        tail = f" (got {got!r})" if err["type"] not in quiet and not isinstance(got, (dict, list)) else ""
         lines.append(f"  {loc}: {msg}{tail}")
     return "\n".join(lines)
-
-
-def _set_path(raw: dict, dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = raw
-    for k in keys[:-1]:
-        if isinstance(node, list):
-            try:
-                i = int(k)
-                if isinstance(node[i], str):  # shorthand entry such as `datasets: [digits]`
-                    node[i] = {"name": node[i]}
-                node = node[i]
-                continue
-            except (ValueError, IndexError):
-                raise UserError(f"--set {dotted}: {k!r} is not a valid list index") from None
-        nxt = node.get(k)
-        if nxt is None:
-            nxt = node[k] = {}
-        elif not isinstance(nxt, (dict, list)):
-            raise UserError(f"--set {dotted}: {k!r} is a value, not a section")
-        node = nxt
-    if isinstance(node, list):
-        node[int(keys[-1])] = value
-    else:
-        node[keys[-1]] = value

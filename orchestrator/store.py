@@ -1,7 +1,9 @@
 """Hash-addressed trial directories on the sweep's storage path.
 
 <storage>/<sweep>/trials/<trial_hash>/
-    checkpoint.pt   latest resumable state (written atomically; replaced as the trial runs)
+    checkpoint.pt   latest resumable state (written atomically and fsynced; replaced as the trial runs;
+                    read with weights_only=True)
+    checkpoint.unreadable-<time>-<pid>[-n].pt   a checkpoint that could not be read, kept for inspection
     result/         final artifacts + result.json, published by one atomic rename (never overwritten)
     error.txt       the reason of the last failure
 
@@ -15,7 +17,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,23 +52,47 @@ class TrialStore:
 
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self, trial_hash: str, state: dict[str, Any]) -> None:
+        """Durably replace the trial's checkpoint: temp file, fsync, rename, fsync the folder. A
+        crash at any point leaves either the old checkpoint or the new one, never a torn file."""
         d = self.dir(trial_hash)
         d.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=d)
-        os.close(fd)
         try:
-            torch.save(state, tmp)
+            with os.fdopen(fd, "wb") as f:
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, d / "checkpoint.pt")
+            fsync_dir(d)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
 
     def load_checkpoint(self, trial_hash: str) -> dict[str, Any] | None:
+        """The trial's checkpoint, or None when there is none or it cannot be read.
+
+        Loaded with ``weights_only=True``: the storage path is shared between nodes, and a pickle
+        that anyone with write access there could replace must not run code on every worker
+        (states are tensors, numbers, strings and containers, which that loader accepts). An
+        unreadable checkpoint (truncated by a full disk, a half-synced network mount) is moved
+        aside under a name that is never reused, with a warning naming it, and the trial restarts
+        from scratch instead of failing every retry and every resume."""
         path = self.dir(trial_hash) / "checkpoint.pt"
         if not path.is_file():
             return None
-        # our own file, written by save_checkpoint; method states may hold optimizer dicts
-        return torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict):
+                raise ValueError(f"expected a dict, got {type(state).__name__}")
+            return state
+        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint means "start this trial over"
+            aside = _unused(path.with_name(f"checkpoint.unreadable-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.pt"))
+            os.replace(path, aside)
+            message = (f"trial {trial_hash}: checkpoint {path} could not be read ({type(exc).__name__}: {exc}); "
+                       f"moved it to {aside} and restarting the trial from the beginning")
+            warnings.warn(message, stacklevel=2)
+            print(f"distillery: warning: {message}", file=sys.stderr, flush=True)
+            return None
 
     # ---------------------------------------------------------------- results
     def staging_dir(self, trial_hash: str) -> Path:
@@ -72,10 +101,13 @@ class TrialStore:
         return Path(tempfile.mkdtemp(prefix=".result-", dir=d))
 
     def publish(self, trial_hash: str, staging: Path) -> Path:
-        """Atomically turn a fully written staging dir into the trial's result (first one wins)."""
+        """Atomically turn a fully written staging dir into the trial's result (first one wins).
+        Every file and the folder are fsynced first, so a published result is complete on disk."""
         target = self.result_dir(trial_hash)
+        fsync_tree(staging)
         try:
             os.rename(staging, target)
+            fsync_dir(target.parent)
         except OSError:
             if self.is_done(trial_hash):  # a concurrent duplicate finished first: keep its result
                 shutil.rmtree(staging, ignore_errors=True)
@@ -97,3 +129,35 @@ class TrialStore:
 
     def clear_error(self, trial_hash: str) -> None:
         (self.dir(trial_hash) / "error.txt").unlink(missing_ok=True)
+
+
+def _unused(path: Path) -> Path:
+    """``path``, or ``path`` with -1, -2, ... before the suffix: set-aside files are never overwritten."""
+    candidate, n = path, 0
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+    return candidate
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new file in ``path`` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file under ``root`` and every folder, deepest first."""
+    for folder, _, files in os.walk(root, topdown=False):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as f:
+                os.fsync(f.fileno())
+        fsync_dir(Path(folder))

@@ -82,6 +82,14 @@ def run_sweep(config: SweepConfig, resume: bool = False, address: str | None = N
             "or give the sweep a new name (--set name=...). Nothing was overwritten."
         )
     outcome.parent_run_id = tracker.start_parent(sweep_hash(plans), resume)
+    with tracker.parent_fails_on_error():
+        _run_trials(config, plans, resume, address, tracker, store, outcome, out)
+    return outcome
+
+
+def _run_trials(config: SweepConfig, plans: list[TrialPlan], resume: bool, address: str | None, tracker: SweepTracker,
+                store: TrialStore, outcome: SweepOutcome, out: TextIO) -> None:
+    by_hash = {p.trial_hash: p for p in plans}
     if not resume or tracker.client.list_artifacts(outcome.parent_run_id) == []:
         tracker.client.log_dict(outcome.parent_run_id, json.loads(config.model_dump_json()), "sweep.yaml")
 
@@ -112,7 +120,6 @@ def run_sweep(config: SweepConfig, resume: bool = False, address: str | None = N
             if h in tracker.runs and tracker.runs[h][1] != "FAILED":
                 tracker.fail(h, store.read_error(h) or reason)
     tracker.end_parent(outcome.ok, {"trials_finished": len(outcome.finished), "trials_failed": len(outcome.failed)})
-    return outcome
 
 
 def _first_line(text: str | None) -> str | None:

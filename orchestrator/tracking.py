@@ -11,10 +11,11 @@ on other machines; it works the same way.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
@@ -140,6 +141,21 @@ class SweepTracker:
         self.client.set_tag(run_id, ERROR_TAG, reason[:5000])
         self.client.set_terminated(run_id, "FAILED")
         self.runs[trial_hash] = (run_id, "FAILED")
+
+    @contextlib.contextmanager
+    def parent_fails_on_error(self) -> Iterator[None]:
+        """A driver that raises (prep, ``tuner.fit``, Ctrl-C) ends the parent run FAILED (KILLED on
+        an interrupt) with the reason as a tag, instead of leaving it RUNNING forever."""
+        try:
+            yield
+        except BaseException as exc:
+            if self.parent_run_id:
+                interrupted = isinstance(exc, KeyboardInterrupt)
+                reason = "interrupted (Ctrl-C)" if interrupted else f"{type(exc).__name__}: {exc}"
+                safe_call(self.client.set_tag, self.parent_run_id, ERROR_TAG, reason[:5000])
+                safe_call(self.client.set_tag, self.parent_run_id, STATUS_TAG, "KILLED" if interrupted else "FAILED")
+                safe_call(self.client.set_terminated, self.parent_run_id, "KILLED" if interrupted else "FAILED")
+            raise
 
     def end_parent(self, ok: bool, summary: Mapping[str, float]) -> None:
         if self.parent_run_id:

@@ -16,9 +16,10 @@ from pydantic import BaseModel, Field, PositiveInt, ValidationError, field_valid
 from methods.errors import UserError
 
 from .config import (
-    _STRICT, DatasetEntry, EvalEntry, Resources, _abs, abs_sqlite_uri, check_datasets_and_eval, datasets_shorthand,
-    format_validation_error, read_yaml,
+    _STRICT, DatasetEntry, EvalEntry, Resources, _abs, abs_sqlite_uri, check_datasets_and_eval,
+    check_name, datasets_shorthand, default_tracking_uri, format_validation_error, local_storage_path,
 )
+from .yamlio import read_yaml
 
 #: metrics a tuning trial reports, with the direction that makes them better
 OBJECTIVE_MODES: dict[str, str] = {
@@ -100,7 +101,7 @@ class EarlyStopping(BaseModel):
 class TuneConfig(BaseModel):
     model_config = _STRICT
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    name: str = Field(min_length=1)
     datasets: list[DatasetEntry] = Field(min_length=1)
     methods: dict[str, TuneMethod] = Field(min_length=1)
     ipcs: list[PositiveInt] = Field(min_length=1)
@@ -109,6 +110,7 @@ class TuneConfig(BaseModel):
     trials: PositiveInt | None = 8  # trials per cell added by this invocation
     time_budget_s: float | None = Field(None, gt=0)  # per cell
     max_concurrent_trials: PositiveInt | None = None
+    max_failures: int = Field(1, ge=0)  # retries of a failed trial (as in sweep configs); then it is recorded as failed
     validation_per_class: PositiveInt = 50  # held out of the training split; objectives are measured on it
     eval: EvalEntry = EvalEntry(models=3, epochs=100)
     early_stopping: EarlyStopping = EarlyStopping()
@@ -125,6 +127,16 @@ class TuneConfig(BaseModel):
     @classmethod
     def _datasets_shorthand(cls, v: Any) -> Any:
         return datasets_shorthand(v)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name(v)
+
+    @field_validator("storage_path")
+    @classmethod
+    def _storage(cls, v: str) -> str:
+        return local_storage_path(v)
 
     @field_validator("objectives", mode="before")
     @classmethod
@@ -164,7 +176,7 @@ class TuneConfig(BaseModel):
 
     def resolved(self, base_dir: Path | None = None) -> "TuneConfig":
         base = (base_dir or Path.cwd()).resolve()
-        uri = abs_sqlite_uri(self.tracking_uri or f"sqlite:///{base / 'mlflow.db'}", base)
+        uri = abs_sqlite_uri(default_tracking_uri(self.tracking_uri, base), base)
         storage = abs_sqlite_uri(self.storage or f"sqlite:///{base / 'optuna.db'}", base)
         datasets = [d.model_copy(update={"root": _abs(d.root, base) if d.root else None}) for d in self.datasets]
         return self.model_copy(update={
@@ -184,7 +196,20 @@ def validate_tune_config(raw: Mapping[str, Any], source: str = "tuning config", 
     except ValidationError as exc:
         raise UserError(format_validation_error(exc, source).replace("invalid sweep config", "invalid tuning config")) from None
     _check_methods(config, source)
-    return config.resolved(base_dir)
+    resolved = config.resolved(base_dir)
+    _check_files(resolved, source)
+    return resolved
+
+
+def _check_files(config: TuneConfig, source: str) -> None:
+    """Data roots present; every IPC fits the smallest class after the validation split."""
+    from .preflight import check_datasets_present
+
+    def fail(field: str, msg: str) -> None:
+        raise UserError(f"{source}: {field}: {msg}")
+
+    ipcs = [ipc for entry in config.methods.values() for ipc in (entry.ipcs or config.ipcs)]
+    check_datasets_present(config.datasets, max(ipcs), fail, validation_per_class=config.validation_per_class, command="tune")
 
 
 def _check_methods(config: TuneConfig, source: str) -> None:

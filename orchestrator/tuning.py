@@ -181,6 +181,12 @@ def run_tuning(config: TuneConfig, resume: bool = False, address: str | None = N
 
     tracker = SweepTracker(config.tracking_uri, config.name)
     parent = tracker.start_parent(_config_hash(config), resume, kind=TUNE_KIND)
+    with tracker.parent_fails_on_error():
+        return _run_cells(config, todo, storage, tracker, parent, out, address, resume)
+
+
+def _run_cells(config: TuneConfig, todo: list[Cell], storage: Any, tracker: SweepTracker, parent: str, out: TextIO,
+               address: str | None, resume: bool) -> list[CellOutcome]:
     close_interrupted_runs(tracker)
     if not resume or not tracker.client.list_artifacts(parent):
         tracker.client.log_dict(parent, json.loads(config.model_dump_json()), "tune.yaml")
@@ -246,7 +252,6 @@ def _run_cell(config: TuneConfig, cell: Cell, storage: Any, tracker: SweepTracke
     from optuna.samplers import TPESampler
     from ray import tune
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-    from ray.tune.search.optuna import OptunaSearch
 
     study = prepare_study(config, cell, storage)
     before = len([t for t in study.trials if t.state != optuna.trial.TrialState.WAITING])  # the enqueued start is not run yet
@@ -256,10 +261,11 @@ def _run_cell(config: TuneConfig, cell: Cell, storage: Any, tracker: SweepTracke
     # TPE's random start-up shrinks with small budgets; the seed moves on with the study so a resumed
     # run does not redraw the points its first invocation already tried
     sampler = TPESampler(n_startup_trials=max(2, min(10, budget // 3 or 10)), seed=config.seed * 100_003 + before)
-    searcher = OptunaSearch(
+    searcher = EarlyStopAwareOptunaSearch(
         space={k: s.distribution() for k, s in cell.space.items()},
         metric=metrics[0] if single else metrics, mode=modes[0] if single else modes,
         sampler=sampler, study_name=cell.study_name(config), storage=storage,
+        rungs=config.early_stopping.rungs if config.early_stopping.enabled else 1,
     )
     scheduler = None
     if config.early_stopping.enabled:
@@ -283,6 +289,7 @@ def _run_cell(config: TuneConfig, cell: Cell, storage: Any, tracker: SweepTracke
         run_config=tune.RunConfig(
             name=f"{cell.label}-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=str(Path(config.storage_path) / config.name / "tune"),
+            failure_config=tune.FailureConfig(max_failures=config.max_failures),
             verbose=0, callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), callback],
         ),
     )
@@ -390,6 +397,44 @@ def _export(config: TuneConfig, outcomes: list[CellOutcome], out_dir: Path) -> l
 
 
 from ray import tune as _tune  # noqa: E402  (the callback's base class)
+from ray.tune.search.optuna import OptunaSearch  # noqa: E402  (the searcher's base class)
+
+
+def stopped_early(result: dict, rungs: int) -> bool:
+    """Whether a trial's last report came before its last rung. (Not the report's ``done``: Tune
+    overwrites that key with True when a scheduler stops a trial.)"""
+    return int(result.get("rung", rungs)) < rungs
+
+
+class EarlyStopAwareOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna the truth about early-stopped trials.
+
+    Ray's OptunaSearch marks every trial that reported a value COMPLETE, so a trial ASHA stopped
+    after its first rung enters the study as if its truncated score were final, and TPE learns
+    from partial results (and ``best_trial`` may be one). A trial whose last report came before
+    the last rung is told as PRUNED instead, with that report as its intermediate value, which is
+    how Optuna's samplers expect pruned trials to look."""
+
+    def __init__(self, *args: Any, rungs: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rungs = rungs
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if result and not error and stopped_early(result, self.rungs) and trial_id not in self._completed_trials:
+            import optuna
+
+            ot_trial = self._ot_trials[trial_id]
+            try:
+                # Tune hands the stopping result to on_trial_complete only, never to on_trial_result
+                if isinstance(self.metric, str) and result.get(self.metric) is not None:
+                    ot_trial.report(float(result[self.metric]), int(result.get("training_iteration", 1)))
+                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+            except Exception as exc:  # noqa: BLE001 - as the base class: a refused tell must not end the study
+                print(f"[tune] warning: could not record trial {trial_id} as pruned: {exc}", file=sys.stderr, flush=True)
+            self._completed_trials.add(trial_id)
+            return
+        super().on_trial_complete(trial_id, result, error)
+
 
 
 class TuneTracking(_tune.Callback):
@@ -439,7 +484,7 @@ class TuneTracking(_tune.Callback):
             run_id = self.tracker.runs[key][0]
             keys = ("mean_acc", "overall_acc", "class_var", "class_std", "worst_class_acc", "gap", "cv", "distill_seconds", "eval_seconds", "eval_samples")
             self.tracker.log_metrics(run_id, {k: result[k] for k in keys if k in result})
-            stopped = not result.get("done", True)
+            stopped = stopped_early(result, self.config.early_stopping.rungs if self.config.early_stopping.enabled else 1)
             self.tracker.client.set_tag(run_id, "distillery.early_stopped", str(stopped).lower())
             self.tracker.client.set_tag(run_id, "distillery.status", "FINISHED")
             self.tracker.client.set_terminated(run_id, "FINISHED")

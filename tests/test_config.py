@@ -83,7 +83,7 @@ def test_set_overrides_and_missing_file(tmp_path):
         ({"ipcs": [0]}, "ipcs.0"),
         ({"resources": {"gpu": 1.5}}, "resources.gpu"),
         ({"datasets": [{"name": "imagefolder", "root": "/nonexistent/data"}]}, "/nonexistent/data"),
-        ({"ipcs": [500]}, "exceeds"),
+        ({"ipcs": [500]}, "IPC 500 is more than dataset 'digits' has in its smallest class"),
     ],
 )
 def test_cli_exits_2_before_ray_starts(tmp_path, change, expected):
@@ -101,3 +101,72 @@ def test_dry_run_prints_the_trial_table(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "herding-ipc2-seed1" in proc.stdout and "8 trials, 16 evaluation models" in proc.stdout
     assert not (tmp_path / "mlflow.db").exists()
+
+
+# ---------------------------------------------------------------- everything checked at --dry-run
+_DRY_RUN_CASES = [
+    # (config changes, --set overrides, text the one error line must contain)
+    ({}, ["datasets.5.root=/x"], "--set datasets.5.root: index 5 is out of range"),
+    ({}, ["datasets.x.root=/x"], "'x' is not a list index"),
+    ({}, ["eval.models=[1"], "--set eval.models=[1: not valid YAML"),
+    ({}, ["eval..models=1"], "empty field name"),
+    ({}, ["name.x=1"], "'name' is a value"),
+    ({"datasets": 5}, [], "datasets: Input should be a valid list"),
+    ({"datasets": [{"name": "imagefolder", "root": "/nonexistent/data"}]}, [], "--set datasets.0.root=PATH"),
+    ({"datasets": [{"name": "mnist", "root": "/nonexistent/data"}]}, [], "datasets[0].download: true"),
+    ({"ipcs": [1, 500]}, [], "ipcs: IPC 500 is more than dataset 'digits' has in its smallest class"),
+    ({"datasets": [{"name": "digits", "subset_per_class": 1}]}, [], "(subset_per_class 1); use IPCs <= 1"),
+    ({}, ["eval.dsa_strategy=color_bogus"], "eval.dsa_strategy: unknown DSA augmentation family 'bogus'"),
+    ({}, ["eval.arch_options.convnet.bogus=1"], "eval.arch_options.convnet: network 'convnet'"),
+    ({}, ["eval.arch_options.convnet.norm=bogus"], "unknown norm 'bogus'"),
+    ({"methods": {"dm": {"params": {"dsa": 7}}}}, [], "option 'dsa' expects true or false, got 7"),
+    ({"methods": {"dm": {"params": {"iterations": "many"}}}}, [], "option 'iterations' expects"),
+    ({"methods": {"dm": {"per_ipc": {7: {"iterations": 5}}}}}, [], "methods.dm.per_ipc.7: IPC 7 is not in ipcs [1, 2]"),
+    ({"name": ".."}, [], "'..' cannot be a folder name"),
+    ({"name": ".hidden"}, [], "cannot be a folder name"),
+    ({"storage_path": "s3://bucket/runs"}, [], "storage_path: 's3://bucket/runs' is a s3:// URI"),
+]
+
+
+@pytest.mark.parametrize("change,sets,expected", _DRY_RUN_CASES, ids=[c[2][:40] for c in _DRY_RUN_CASES])
+def test_dry_run_exits_2_naming_the_field(tmp_path, capsys, change, sets, expected):
+    from orchestrator.cli import main
+
+    path = write_config(tmp_path, {**tiny_sweep("bad"), **change})
+    argv = ["sweep", str(path), "--dry-run", *[a for s in sets for a in ("--set", s)]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
+    assert "Traceback" not in err and not (tmp_path / "distillery-runs").exists()
+
+
+def test_duplicate_yaml_keys_are_refused(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text(yaml.safe_dump(tiny_sweep("dup")) + "seeds: [5]\n")
+    with pytest.raises(UserError, match=r"key 'seeds' is written twice \(lines \d+ and \d+\)"):
+        load_config(path, base_dir=tmp_path)
+
+
+def test_file_uri_storage_path_and_tracking_uri_precedence(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = validate_config(tiny_sweep("u", storage_path=f"file://{tmp_path}/runs"), base_dir=tmp_path)
+    assert cfg.storage_path == str(tmp_path / "runs") and cfg.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert validate_config(tiny_sweep("u"), base_dir=tmp_path).tracking_uri == "http://127.0.0.1:5999"  # env over default
+    explicit = validate_config(tiny_sweep("u", tracking_uri="sqlite:///x.db"), base_dir=tmp_path)
+    assert explicit.tracking_uri == f"sqlite:///{tmp_path / 'x.db'}"  # the config (or --tracking-uri) over env
+
+
+def test_class_counts_come_from_file_names_without_decoding(tmp_path):
+    """The IPC check on an ImageFolder tree counts files: an undecodable image does not matter."""
+    from methods.data import DatasetOptions, train_class_counts
+
+    for split, n in (("train", 3), ("test", 1)):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n + (c == "b")):
+                (tmp_path / split / c / f"{i}.png").write_bytes(b"not a png")
+    assert train_class_counts("imagefolder", DatasetOptions(root=str(tmp_path))) == [3, 4]
+    raw = {**tiny_sweep("cnt"), "datasets": [{"name": "imagefolder", "root": str(tmp_path)}], "ipcs": [4]}
+    with pytest.raises(UserError, match=r"IPC 4 is more than dataset 'imagefolder' has in its smallest class \(3 training images\)"):
+        validate_config(raw, base_dir=tmp_path)

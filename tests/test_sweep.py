@@ -68,6 +68,34 @@ def joined(ray_head, tmp_path, monkeypatch):
     yield ray_head
 
 
+def _doc_keys(section: str) -> list[str]:
+    """The backticked names of one ``  - <section>:`` item of docs/tracking-schema.md's trial run."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "tracking-schema.md").read_text()
+    block = text.split(f"  - {section}", 1)[1].split("\n  - ", 1)[0]
+    return [k.split("=")[0] for k in re.findall(r"`([^`]+)`", block)]
+
+
+#: documented keys a herding trial does not have (they exist for other methods or on failure)
+_CONDITIONAL = {"distillery.error", "learned_lr", "loss", "step", "method_config.iterations", "method_config.lr_img"}
+
+
+def check_tracking_schema_doc(tags: dict, params: dict, metrics: dict) -> None:
+    """docs/tracking-schema.md names the keys a real trial run has, and every key it has is documented."""
+    doc_tags = [k for k in _doc_keys("tags:") if k.startswith("distillery.")]
+    doc_params = [k for k in _doc_keys("params:") if "<" not in k and "/" not in k and "grid.py" not in k]
+    doc_metrics = [k.replace("A/", "convnet/") for k in _doc_keys("metrics") if k != "A"]
+    for key in doc_tags + doc_params + [k.replace("<c>", "0") for k in doc_metrics]:
+        assert key in _CONDITIONAL or key in tags or key in params or key in metrics, f"documented {key!r} is not recorded"
+    assert {k for k in tags if k.startswith("distillery.")} <= set(doc_tags)
+    prefixes = {k.split(".")[0] for k in doc_params} | {"method_config", "arch_options"}
+    assert {k.split(".")[0] for k in params} <= prefixes, sorted({k.split(".")[0] for k in params} - prefixes)
+    patterns = {k.replace("<c>", "") for k in doc_metrics}
+    for key in metrics:
+        assert key in patterns or any(key.startswith(p) and p.endswith("/") for p in patterns), f"metric {key!r} is not documented"
+
+
 def _finished(uri: str, experiment: str) -> list:
     return [r for r in trial_runs(uri, experiment) if r.info.status == "FINISHED"]
 
@@ -94,6 +122,7 @@ def test_local_ray_cli_sweep_logs_nested_runs_with_artifacts(tmp_path):
         assert key in metrics, key
     assert 0 <= metrics["mean_acc"] <= 1
     assert params["method_config.embed_width"] == "8" and params["eval.epochs"] == "4"
+    check_tracking_schema_doc(tags, params, metrics)
     # artifacts: the synthetic set loads with weights_only, the CSV is tidy, the grid is a PNG
     local = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / "dl")))
     syn = torch.load(local / "synthetic_set.pt", weights_only=True)
@@ -146,8 +175,9 @@ def test_failed_trial_is_recorded_and_others_finish(tmp_path, joined):
     assert "unknown network 'nosuchnet'" in failed.data.tags["distillery.error"]
 
 
-def test_tracking_server(tmp_path, joined):
-    """The same sweep against a real `mlflow server` on 127.0.0.1 (sqlite backend)."""
+def test_tracking_server(tmp_path, joined, monkeypatch):
+    """The same sweep against a real `mlflow server` on 127.0.0.1 (sqlite backend), found through
+    $MLFLOW_TRACKING_URI alone (the config and the command line name none)."""
     port = free_port()
     server = subprocess.Popen(
         [MLFLOW, "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
@@ -165,7 +195,8 @@ def test_tracking_server(tmp_path, joined):
             assert time.time() < deadline and server.poll() is None, "mlflow server did not come up"
             time.sleep(1)
         path = write_config(tmp_path, tiny_sweep("served", methods={"random": {}}))
-        assert cli_main(["sweep", str(path), "--address", joined, "--tracking-uri", uri]) == 0
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        assert cli_main(["sweep", str(path), "--address", joined]) == 0
         runs = _finished(uri, "served")
         assert len(runs) == 4
         client = MlflowClient(uri)
@@ -178,8 +209,9 @@ def test_tracking_server(tmp_path, joined):
 
 
 def test_sigkill_driver_then_resume(tmp_path, ray_head):
-    """Kill the driver mid-sweep: --resume keeps finished trials, continues partial ones from their
-    checkpoint, and every trial ends with exactly one FINISHED MLflow run."""
+    """Kill the driver mid-sweep and truncate one checkpoint: --resume keeps finished trials,
+    continues partial ones from their checkpoint, restarts the one whose checkpoint is unreadable,
+    and every trial ends with exactly one FINISHED MLflow run."""
     raw = tiny_sweep("killed", methods={"dm": {"params": {"iterations": 400, "net_width": 8}}}, ipcs=[1, 2], seeds=[0, 1, 2],
                      max_concurrent_trials=2)
     path = write_config(tmp_path, raw)
@@ -192,7 +224,7 @@ def test_sigkill_driver_then_resume(tmp_path, ray_head):
         return [h for h in store.started_hashes() - store.done_hashes() if store.load_checkpoint(h) and store.load_checkpoint(h)["phase"] == "distill"]
 
     deadline = time.time() + 400
-    while not (len(store.done_hashes()) >= 2 and partial_with_checkpoint()):
+    while not (len(store.done_hashes()) >= 1 and len(partial_with_checkpoint()) >= 2):
         assert driver.poll() is None, "driver ended before it could be killed"
         assert time.time() < deadline, "sweep made no progress"
         time.sleep(0.2)
@@ -200,7 +232,9 @@ def test_sigkill_driver_then_resume(tmp_path, ray_head):
     driver.wait()
     done_before = {h: store.read_result(h)["finished_at"] for h in store.done_hashes()}
     partial = partial_with_checkpoint()
-    assert len(done_before) < 6
+    assert len(done_before) < 6 and len(partial) >= 2
+    truncated = store.dir(partial[0]) / "checkpoint.pt"  # e.g. a full disk or a half-synced mount
+    truncated.write_bytes(truncated.read_bytes()[:100])
 
     proc = cli(["sweep", str(path), "--resume"], cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -211,5 +245,25 @@ def test_sigkill_driver_then_resume(tmp_path, ray_head):
     assert all(r.info.status == "FINISHED" for r in runs)
     for h, finished_at in done_before.items():  # finished trials were not rerun
         assert store.read_result(h)["finished_at"] == finished_at
-    resumed = [store.read_result(h) for h in partial if h not in done_before]
+    resumed = [store.read_result(h) for h in partial[1:] if h not in done_before]
     assert resumed and all(r["resumed_from_iteration"] > 0 for r in resumed)
+    # the unreadable checkpoint was set aside (kept) and its trial restarted cleanly from iteration 0
+    assert store.read_result(partial[0])["resumed_from_iteration"] == 0
+    assert len(list(store.dir(partial[0]).glob("checkpoint.unreadable-*.pt"))) == 1
+
+
+def test_driver_failure_ends_the_parent_run_failed_with_the_reason(tmp_path, joined):
+    """A driver that raises after the parent run started (here: MTT's expert preparation cannot
+    write its buffer) leaves the parent FAILED with the reason, not RUNNING forever."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the expert buffer folder should be")
+    raw = tiny_sweep("prepfail", methods={"mtt": {"params": {"iterations": 2, "num_experts": 1, "syn_steps": 2, "width": 8,
+                                                              "buffer_dir": str(blocker)}}}, ipcs=[1], seeds=[0])
+    path = write_config(tmp_path, raw)
+    with pytest.raises(Exception, match="Not a directory"):
+        cli_main(["sweep", str(path), "--address", joined])
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("prepfail")
+    (parent,) = client.search_runs([exp.experiment_id], filter_string="tags.`distillery.kind` = 'sweep'")
+    assert parent.info.status == "FAILED"
+    assert "not-a-folder" in parent.data.tags["distillery.error"]

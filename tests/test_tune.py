@@ -240,3 +240,21 @@ def test_resume_closes_what_a_killed_driver_left_running(tmp_path):
     assert close_interrupted_runs(again) == ["k1"]
     run = again.client.get_run(again.runs["k1"][0])
     assert run.info.status == "FAILED" and run.data.tags["distillery.error"] == INTERRUPTED
+
+
+def test_asha_stopped_trials_are_pruned_in_optuna(tmp_path, local_ray, monkeypatch):
+    """With early stopping, a trial ASHA stops is PRUNED in the study (its rung values kept as
+    intermediate values), never COMPLETE with a truncated score; completed trials ran every rung."""
+    monkeypatch.chdir(tmp_path)
+    path = tiny_tune("asha", tmp_path, trials=6, early_stopping={"enabled": True, "rungs": 2, "reduction_factor": 2},
+                     eval={"archs": ["convnet"], "models": 1, "epochs": 40, "arch_options": {"convnet": {"width": 16}}})
+    assert cli_main(["tune", str(path)]) == 0
+    study = optuna.load_study(study_name="asha.digits.dm.ipc3", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    states = [t.state for t in study.trials]
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(states) == 6 and pruned and complete, states
+    assert all(list(t.intermediate_values) == [1] for t in pruned)  # stopped after rung 1 of 2, its score kept as such
+    assert study.best_trial.state == optuna.trial.TrialState.COMPLETE
+    runs = tune_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "asha")
+    assert sum(r.data.tags["distillery.early_stopped"] == "true" for r in runs) == len(pruned)

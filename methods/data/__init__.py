@@ -9,10 +9,11 @@ from .registry import (
     load_dataset,
     load_raw,
     resolve_options,
+    train_class_counts,
 )
 from .source import DatasetSource, MissingDataError, RawSplits
 
 __all__ = [
     "DATASETS", "DatasetOptions", "DatasetSource", "ImageData", "MissingDataError", "RawSplits",
-    "dataset_fingerprint", "dataset_names", "load_dataset", "load_raw", "resolve_options",
+    "dataset_fingerprint", "dataset_names", "load_dataset", "load_raw", "resolve_options", "train_class_counts",
 ]

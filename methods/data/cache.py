@@ -120,3 +120,27 @@ def load_or_build(cache_dir: Path, dataset: str, key: str, build: Callable[[], R
             warnings.warn(f"could not write dataset cache {path} ({err}); continuing without it", stacklevel=2)
         return raw
     raise AssertionError("unreachable")  # pragma: no cover (ExitStack does not swallow exceptions)
+
+
+def write_index(path: Path, raw: RawSplits) -> None:
+    """A few bytes of JSON with the training split's class counts, so configs can be checked
+    against class sizes (an IPC larger than a class) without reading the cache entry. Best
+    effort: an unwritable cache only means that check waits for the trial."""
+    if path.is_file():
+        return
+    counts = torch.bincount(raw.train_y, minlength=len(raw.classes)).tolist()
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"train_class_counts": counts, "classes": list(raw.classes)}, f)
+        os.replace(tmp, path)
+    except OSError:
+        return
+
+
+def read_index(path: Path) -> list[int] | None:
+    try:
+        counts = json.loads(path.read_text())["train_class_counts"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return [int(c) for c in counts] if isinstance(counts, list) and counts else None

@@ -46,6 +46,9 @@ class Digits(DatasetSource):
     def locate(self, root: Path | None) -> list[str]:
         return []
 
+    def train_class_counts(self, root: Path | None, files: list[str]) -> list[int] | None:
+        return torch.bincount(self.decode(root, files, None).train_y, minlength=10).tolist()  # milliseconds
+
     def decode(self, root: Path | None, files: list[str], resize: int | None) -> RawSplits:
         from sklearn.datasets import load_digits  # deferred: sklearn import is slow and only needed here
 

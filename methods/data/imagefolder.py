@@ -127,6 +127,16 @@ class ImageFolder(DatasetSource):
                 files.extend(images)
         return files
 
+    def train_class_counts(self, root: Path | None, files: list[str]) -> list[int] | None:
+        assert root is not None
+        prefix = len(str(root)) + 1
+        counts: dict[str, int] = {}
+        for p in files:
+            split, c, *_ = p[prefix:].split(os.sep)
+            if split == "train":
+                counts[c] = counts.get(c, 0) + 1
+        return [counts[c] for c in sorted(counts)]
+
     def decode(self, root: Path | None, files: list[str], resize: int | None) -> RawSplits:
         assert root is not None
         prefix = len(str(root)) + 1

@@ -23,7 +23,7 @@ from . import digits as _digits  # noqa: F401  (each import registers loaders)
 from . import imagefolder as _imagefolder  # noqa: F401
 from . import torchvision_sets as _torchvision_sets  # noqa: F401
 from .base import ImageData
-from .cache import cache_key, cache_root, load_or_build
+from .cache import cache_key, cache_root, load_or_build, read_index, write_index
 from .preprocess import channel_stats, normalize, resize_uint8, subset_per_class
 from .source import DATASETS, DatasetSource, MissingDataError, RawSplits
 
@@ -189,8 +189,32 @@ def load_raw(name: str, options: DatasetOptions | None = None) -> RawSplits:
     else:
         key = cache_key(key_name, root, files, options.resize)
         raw = load_or_build(cache_root(options.cache_dir), key_name, key, build)
+        write_index(_index_path(options, key_name, root, files), raw)
     _check_labels(key_name, raw, root)
     return raw
+
+
+def _index_path(options: DatasetOptions, key_name: str, root: Path | None, files: list[str]) -> Path:
+    """Where the class-count index of these files lives: next to their decoded-tensor cache entry
+    (the same key, without the resize, which does not change the counts)."""
+    key = cache_key(key_name, root, files, None, extra="index")
+    return cache_root(options.cache_dir) / f"{key_name}-{key}.index.json"
+
+
+def train_class_counts(name: str, options: DatasetOptions | None = None) -> list[int] | None:
+    """Training images per class of the full training split (before subsets), without decoding
+    images: from the loader when it can count cheaply (file names, a label file), else from the
+    index a previous load wrote; None when neither knows. Raises the loader's MissingDataError
+    when the files are absent, so it doubles as the check that a dataset root is usable."""
+    options = resolve_options(name, options)
+    key_name = name.lower()
+    source = DATASETS.get(options.format or name)(key_name)
+    root = Path(options.root) if source.needs_root else None  # type: ignore[arg-type]
+    files = source.locate(root)
+    counts = source.train_class_counts(root, files)
+    if counts is not None or not source.cacheable:
+        return counts
+    return read_index(_index_path(options, key_name, root, files))
 
 
 def load_dataset(name: str, options: DatasetOptions | None = None) -> ImageData:
@@ -241,5 +265,5 @@ def _validation_split(name: str, x, y, k: int, num_classes: int):
 
 __all__ = [
     "DATASETS", "DatasetOptions", "dataset_fingerprint", "dataset_names", "default_root", "load_dataset",
-    "load_raw", "resolve_options",
+    "load_raw", "resolve_options", "train_class_counts",
 ]

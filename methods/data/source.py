@@ -97,5 +97,12 @@ class DatasetSource:
         images may differ in size (imagefolder); the shared resize step handles everyone else."""
         raise NotImplementedError
 
+    def train_class_counts(self, root: Path | None, files: list[str]) -> list[int] | None:
+        """Training images per class when they can be had without decoding the images (from file
+        names or a label file), else None: configs are checked against them before anything
+        starts (an IPC larger than a class). Sets without a cheap way are covered by the index
+        written next to their decoded-tensor cache (registry.train_class_counts)."""
+        return None
+
     def download(self, root: Path) -> None:
         raise NotImplementedError(f"dataset {self.name!r} cannot be downloaded")

@@ -20,6 +20,7 @@ from torch import Tensor
 from ..data.base import ImageData
 from ..errors import UserError
 from ..registry import Registry
+from ..utils.typecheck import check_field
 
 
 @dataclass
@@ -233,6 +234,9 @@ def apply_overrides(config: Any, overrides: Mapping[str, Any], owner: str) -> An
         if key not in fields:
             raise UserError(f"{owner} has no option {key!r}; valid options: {', '.join(sorted(fields))}")
         changes[key] = coerce(value, getattr(config, key), key, owner)
+        expected = check_field(type(config), key, changes[key])
+        if expected is not None:
+            raise UserError(f"{owner} option {key!r} expects {expected}, got {value!r}")
     return dataclasses.replace(config, **changes)
 
 

@@ -52,6 +52,18 @@ def build_network(
     return init_module(factory, seed, "net", arch) if seed is not None else factory()
 
 
+def check_net_options(arch: str, options: dict[str, Any], channels: int = 3, image_size: int = 32, num_classes: int = 10) -> None:
+    """Build ``arch`` once with ``options`` on a probe shape, so an unknown option or a bad value
+    fails while a config is read (naming the network) rather than in every trial. Shape-specific
+    limits of a real dataset are still checked when the trial builds its networks."""
+    try:
+        build_network(arch, channels, image_size, num_classes, **options)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any constructor failure is a bad option value
+        raise UserError(f"network {arch!r} with options {options}: {type(exc).__name__}: {exc}") from None
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
