@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="validate and print the trial table; start nothing")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. --set eval.epochs=50 --set resources.gpu=0.25")
     p.add_argument("--address", help="join a running Ray cluster: auto or HOST:PORT (default: $RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db); e.g. http://host:5000")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's tracking_uri, else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db); e.g. http://host:5000")
     p.add_argument("--storage-path", help="where trial checkpoints/results live (shared storage on a multi-node cluster)")
     p.add_argument("--no-analyze", action="store_true", help="skip `distillery analyze` at the end")
     p.set_defaults(handler=main)

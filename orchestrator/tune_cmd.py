@@ -13,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="add trials to the existing Optuna studies of this tuning run")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. --set trials=20")
     p.add_argument("--address", help="join a running Ray cluster: auto or HOST:PORT (default: $RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<cwd>/mlflow.db)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's tracking_uri, else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<cwd>/optuna.db; any SQLAlchemy URL)")
     p.set_defaults(handler=main)
 
