@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping
+from typing import Annotated, Any, Callable, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from methods.errors import UserError
 
@@ -22,6 +22,37 @@ _STRICT = ConfigDict(extra="forbid", frozen=True)
 #: sweep/tuning names become folder names under storage_path: letters, digits, _ - and inner dots
 #: only, never a leading dot (``..`` would put trials outside the storage path, ``.x`` hides them)
 NAME_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$"
+_URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
+
+
+def local_storage_path(value: str) -> str:
+    """``storage_path`` as a local (or network-mounted) folder. Checkpoints and results are
+    written with local file operations (atomic renames, fsync), so object-store URIs (s3://,
+    gs://, ...) are refused rather than turned into a folder named ``s3:``; file:// is a path."""
+    m = _URI_SCHEME.match(value)
+    if m is None:
+        return value
+    if m.group(1).lower() == "file":
+        return value[len("file://"):] or "/"
+    raise ValueError(
+        f"{value!r} is a {m.group(1)}:// URI, which distillery cannot write trial checkpoints to yet; use a folder "
+        "that every node mounts (local disk for one machine, NFS or similar for a cluster)"
+    )
+
+
+def check_name(value: str) -> str:
+    """Sweep and tuning names become folder names (see NAME_PATTERN)."""
+    if not re.match(NAME_PATTERN, value):
+        raise ValueError(
+            f"{value!r} cannot be a folder name under storage_path: use letters, digits, '_', '-' and inner '.', "
+            "not starting with '.' (e.g. quickstart, fairness_cifar10-v2)"
+        )
+    return value
+
+
+#: a sweep or tuning name (a folder name) and a storage path (a local or mounted folder), checked where declared
+RunName = Annotated[str, AfterValidator(check_name)]
+StoragePath = Annotated[str, AfterValidator(local_storage_path)]
 
 
 class DatasetEntry(BaseModel):
@@ -122,7 +153,7 @@ class FullBaseline(BaseModel):
 class SweepConfig(BaseModel):
     model_config = _STRICT
 
-    name: str = Field(min_length=1)
+    name: RunName
     datasets: list[DatasetEntry] = Field(min_length=1)
     methods: dict[str, MethodEntry] = Field(min_length=1)
     ipcs: list[PositiveInt] = Field(min_length=1)
@@ -133,7 +164,7 @@ class SweepConfig(BaseModel):
     max_concurrent_trials: PositiveInt | None = None
     max_failures: int = Field(1, ge=0)
     tracking_uri: str | None = None
-    storage_path: str = "distillery-runs"
+    storage_path: StoragePath = "distillery-runs"
     device: str = "auto"
     num_cpus: PositiveInt | None = None  # for a local Ray instance (default: all cores)
     num_gpus: float | None = Field(None, ge=0)  # for a local Ray instance (a pretend GPU in tests)
@@ -144,16 +175,6 @@ class SweepConfig(BaseModel):
     @classmethod
     def _datasets_shorthand(cls, v: Any) -> Any:
         return datasets_shorthand(v)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return check_name(v)
-
-    @field_validator("storage_path")
-    @classmethod
-    def _storage(cls, v: str) -> str:
-        return local_storage_path(v)
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -199,32 +220,6 @@ def default_tracking_uri(configured: str | None, base: Path) -> str:
     return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{base / 'mlflow.db'}"
 
 
-_URI_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
-
-
-def local_storage_path(value: str) -> str:
-    """``storage_path`` as a local (or network-mounted) folder. Checkpoints and results are
-    written with local file operations (atomic renames, fsync), so object-store URIs (s3://,
-    gs://, ...) are refused rather than turned into a folder named ``s3:``; file:// is a path."""
-    m = _URI_SCHEME.match(value)
-    if m is None:
-        return value
-    if m.group(1).lower() == "file":
-        return value[len("file://"):] or "/"
-    raise ValueError(
-        f"{value!r} is a {m.group(1)}:// URI, which distillery cannot write trial checkpoints to yet; use a folder "
-        "that every node mounts (local disk for one machine, NFS or similar for a cluster)"
-    )
-
-
-def check_name(value: str) -> str:
-    """Sweep and tuning names become folder names (see NAME_PATTERN)."""
-    if not re.match(NAME_PATTERN, value):
-        raise ValueError(
-            f"{value!r} cannot be a folder name under storage_path: use letters, digits, '_', '-' and inner '.', "
-            "not starting with '.' (e.g. quickstart, fairness_cifar10-v2)"
-        )
-    return value
 
 
 def abs_sqlite_uri(uri: str, base: Path) -> str:
@@ -252,19 +247,10 @@ def validate_config(raw: Mapping[str, Any], source: str = "config", base_dir: Pa
         raise UserError(format_validation_error(exc, source)) from None
     check_names(config, source)
     resolved = config.resolved(base_dir)
-    check_files(resolved, source)
+    from .preflight import check_config_files  # preflight imports this module
+
+    check_config_files(resolved, source)
     return resolved
-
-
-def check_files(config: SweepConfig, source: str) -> None:
-    """Data roots present and every IPC within the smallest class (see preflight.py)."""
-    from .preflight import check_datasets_present
-
-    def fail(field: str, msg: str) -> None:
-        raise UserError(f"{source}: {field}: {msg}")
-
-    ipcs = [ipc for entry in config.methods.values() for ipc in (entry.ipcs or config.ipcs)]  # `full` is not a method here
-    check_datasets_present(config.datasets, max(ipcs), fail)
 
 
 def check_datasets_and_eval(datasets: list[DatasetEntry], evaluation: EvalEntry, fail: Callable[[str, str], None]) -> None:

@@ -9,7 +9,7 @@ label file and never decodes images, so the check costs a directory scan.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from methods.data import DATASETS, MissingDataError, train_class_counts
 from methods.errors import UserError
@@ -57,3 +57,14 @@ def check_datasets_present(entries: Sequence[DatasetEntry], max_ipc: int | None,
         if max_ipc > smallest:
             fail("ipcs", f"IPC {max_ipc} is more than dataset {entry.name!r} has in its smallest class ({where}); "
                  f"use IPCs <= {smallest}" + (" or a larger datasets[%d].subset_per_class" % i if entry.subset_per_class else ""))
+
+
+def check_config_files(config: Any, source: str, validation_per_class: int | None = None, command: str = "sweep") -> None:
+    """``check_datasets_present`` for a resolved sweep or tuning config (both have ``datasets``,
+    ``ipcs`` and ``methods`` whose entries may replace ``ipcs``), raising UserError naming ``source``."""
+
+    def fail(field: str, msg: str) -> None:
+        raise UserError(f"{source}: {field}: {msg}")
+
+    ipcs = [ipc for entry in config.methods.values() for ipc in (entry.ipcs or config.ipcs)]  # `full` is never a method here
+    check_datasets_present(config.datasets, max(ipcs), fail, validation_per_class=validation_per_class, command=command)

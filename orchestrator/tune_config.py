@@ -17,8 +17,9 @@ from methods.errors import UserError
 
 from .config import (
     _STRICT, DatasetEntry, EvalEntry, Resources, _abs, abs_sqlite_uri, check_datasets_and_eval,
-    check_name, datasets_shorthand, default_tracking_uri, format_validation_error, local_storage_path,
+    RunName, StoragePath, datasets_shorthand, default_tracking_uri, format_validation_error,
 )
+from .preflight import check_config_files
 from .yamlio import read_yaml
 
 #: metrics a tuning trial reports, with the direction that makes them better
@@ -101,7 +102,7 @@ class EarlyStopping(BaseModel):
 class TuneConfig(BaseModel):
     model_config = _STRICT
 
-    name: str = Field(min_length=1)
+    name: RunName
     datasets: list[DatasetEntry] = Field(min_length=1)
     methods: dict[str, TuneMethod] = Field(min_length=1)
     ipcs: list[PositiveInt] = Field(min_length=1)
@@ -117,7 +118,7 @@ class TuneConfig(BaseModel):
     resources: Resources = Resources()
     storage: str | None = None  # Optuna RDB URL; default sqlite:///<cwd>/optuna.db
     tracking_uri: str | None = None
-    storage_path: str = "distillery-runs"
+    storage_path: StoragePath = "distillery-runs"
     device: str = "auto"
     num_cpus: PositiveInt | None = None
     num_gpus: float | None = Field(None, ge=0)
@@ -127,16 +128,6 @@ class TuneConfig(BaseModel):
     @classmethod
     def _datasets_shorthand(cls, v: Any) -> Any:
         return datasets_shorthand(v)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return check_name(v)
-
-    @field_validator("storage_path")
-    @classmethod
-    def _storage(cls, v: str) -> str:
-        return local_storage_path(v)
 
     @field_validator("objectives", mode="before")
     @classmethod
@@ -197,19 +188,8 @@ def validate_tune_config(raw: Mapping[str, Any], source: str = "tuning config", 
         raise UserError(format_validation_error(exc, source).replace("invalid sweep config", "invalid tuning config")) from None
     _check_methods(config, source)
     resolved = config.resolved(base_dir)
-    _check_files(resolved, source)
+    check_config_files(resolved, source, validation_per_class=config.validation_per_class, command="tune")
     return resolved
-
-
-def _check_files(config: TuneConfig, source: str) -> None:
-    """Data roots present; every IPC fits the smallest class after the validation split."""
-    from .preflight import check_datasets_present
-
-    def fail(field: str, msg: str) -> None:
-        raise UserError(f"{source}: {field}: {msg}")
-
-    ipcs = [ipc for entry in config.methods.values() for ipc in (entry.ipcs or config.ipcs)]
-    check_datasets_present(config.datasets, max(ipcs), fail, validation_per_class=config.validation_per_class, command="tune")
 
 
 def _check_methods(config: TuneConfig, source: str) -> None:
