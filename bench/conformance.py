@@ -106,7 +106,7 @@ def run_cell(dataset: str, method: str, ipc: int, args: argparse.Namespace) -> d
 
 def format_row(r: dict) -> str:
     it = "-" if r["iterations"] is None else str(r["iterations"])
-    spi = "-" if r["s_per_iter"] is None else f"{r['s_per_iter']:.2f}"
+    spi = "-" if r["s_per_iter"] is None or r["iterations"] is None else f"{r['s_per_iter']:.2f}"  # herding: one step
     delta = "" if r["method"] == "random" else f"{100 * (r['mean_acc'] - r['random_acc']):+.1f}"
     verdict = "" if r["method"] == "random" else ("ok" if r["mean_acc"] > r["random_acc"] else "FAIL")
     return (f"| {r['dataset']} | {r['ipc']} | {r['method']} | {it} | {100 * r['mean_acc']:.2f} +- {100 * r['std']:.2f} | {delta} | "
