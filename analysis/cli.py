@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import AnalysisError
+from .paths import analysis_dir
 
 
 def default_tracking_uri() -> str:
@@ -36,7 +37,7 @@ def add_analyze_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
     p.add_argument("--out", type=Path, default=None,
-                   help="output directory (default: distillery-runs/analysis/<experiment>)")
+                   help="output directory (default: distillery-runs/<experiment>/analysis, where the sweep writes it)")
     p.add_argument("--parent-run", default=None, help="analyse the trials nested under this parent run id")
     p.add_argument("--tune-dir", type=Path, default=None,
                    help="read trials from a Tune results directory (result.json) instead of MLflow")
@@ -58,7 +59,7 @@ def analyze_main(args: argparse.Namespace) -> int:
         raise AnalysisError("name the sweep to analyse: --experiment NAME (or --parent-run RUN_ID, or --tune-dir DIR)")
     uri = args.tracking_uri or default_tracking_uri()
     name = args.experiment or args.parent_run or Path(args.tune_dir).name
-    out = args.out or Path("distillery-runs") / "analysis" / name
+    out = args.out or analysis_dir("distillery-runs", name)  # where a sweep with the default storage_path writes it
     log = not args.no_log and (args.tune_dir is None or bool(args.experiment or args.parent_run))
     result = run_analysis(args.experiment, uri, out, parent_run_id=args.parent_run, log_to_mlflow=log,
                           tune_dir=args.tune_dir, seed=args.seed, n_boot=args.n_boot, fit_boot=args.fit_boot,

@@ -12,10 +12,29 @@ from methods.errors import USER_ERRORS
 Handler = Callable[[argparse.Namespace], int]
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Shows an option's default when it has a meaningful one (not None/False, which argparse's
+    own ArgumentDefaultsHelpFormatter prints as noise)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "%(default)" not in text and not (default is None or default is False or default == argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
 def _add_trial(sub: argparse._SubParsersAction) -> None:
     from . import trial_cmd
 
-    p = sub.add_parser("trial", help="distill one set and evaluate it, in-process (no Ray, no MLflow)")
+    p = sub.add_parser(
+        "trial", help="distill one set and evaluate it, in-process (no Ray, no MLflow)",
+        description="Distill one synthetic set (dataset, method, IPC, seed) and evaluate K freshly initialised "
+                    "networks on it, in this process: no Ray, no MLflow. Prints per-class accuracy and the fairness "
+                    "metrics (or one JSON object with --json). Method options, evaluation, data and network options "
+                    "go through --set; `--set iterations=N` is the one knob a quick check lowers.",
+        formatter_class=DefaultsHelpFormatter,
+    )
     trial_cmd.add_arguments(p)
     p.set_defaults(handler=trial_cmd.main)
 

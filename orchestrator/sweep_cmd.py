@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from analysis.paths import analysis_dir
+
+from .commands import command
 from .trial_cmd import parse_set
 
 
@@ -53,7 +56,10 @@ def main(args: argparse.Namespace) -> int:
         print("Fix the cause and run the same command with --resume: finished trials are kept.", file=sys.stderr)
     if config.analyze and outcome.finished:
         _analyze(config, outcome)
-    print(f"\nMLflow UI:  mlflow ui --backend-store-uri {config.tracking_uri}   (experiment {config.name!r})" if config.tracking_uri.startswith("sqlite") else f"\nMLflow UI: {config.tracking_uri} (experiment {config.name!r})")
+    if config.tracking_uri.startswith("sqlite"):
+        print(f"\nMLflow UI:  {command('mlflow', 'ui', '--backend-store-uri', config.tracking_uri)}   (experiment {config.name!r})")
+    else:
+        print(f"\nMLflow UI: {config.tracking_uri} (experiment {config.name!r})")
     return 0 if outcome.ok else 1
 
 
@@ -64,9 +70,15 @@ def _analyze(config, outcome) -> None:
         return
     from pathlib import Path
 
-    out_dir = Path(config.storage_path) / config.name / "analysis"
+    out_dir = analysis_dir(config.storage_path, config.name)
     try:
         res = run_analysis(config.name, config.tracking_uri, out_dir, parent_run_id=outcome.parent_run_id)
-        print(f"\nanalysis report: {getattr(res, 'report_path', out_dir)}")
     except Exception as exc:  # the sweep's results are safe; analysis can be rerun with `distillery analyze`
-        print(f"analysis failed ({type(exc).__name__}: {exc}); rerun with: distillery analyze --experiment {config.name}", file=sys.stderr)
+        rerun = command("distillery", "analyze", "--experiment", config.name, "--tracking-uri", config.tracking_uri, "--out", str(out_dir))
+        print(f"analysis failed ({type(exc).__name__}: {exc}); rerun with: {rerun}", file=sys.stderr)
+        return
+    print("\nTrend tests (study claim: class variance grows with IPC):")
+    for t in res.trend_results:
+        if t.metric == "class_var":
+            print(f"  - {t.verdict}")
+    print(f"\nanalysis report: {res.html_path}")

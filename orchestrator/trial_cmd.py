@@ -27,13 +27,13 @@ def parse_set(items: list[str] | None) -> dict[str, str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="digits", help="dataset name (default: digits, offline)")
+    p.add_argument("--dataset", default="digits", help="dataset name (digits is bundled: works offline)")
     p.add_argument("--method", default="random", help="distillation method (random, herding, full, dc, dsa, dm, datadam, mtt, ...)")
     p.add_argument("--ipc", type=int, default=10, help="images per class")
     p.add_argument("--models", type=int, default=5, help="evaluation models per architecture (K)")
     p.add_argument("--arch", action="append", help="evaluation architecture (repeatable; default convnet)")
-    p.add_argument("--epochs", type=int, help="evaluation epochs (default 300)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, help="evaluation epochs (default: the protocol's 300)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (distillation, evaluation networks, subsets)")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N")
     p.add_argument("--data-root", help="dataset root folder")
     p.add_argument("--download", action="store_true", help="download the dataset with torchvision if missing")

@@ -35,3 +35,32 @@ def test_trial_printer_shows_each_phase_with_an_eta() -> None:
     assert any(line.startswith("[distill] 2/4 iterations") and "ETA" in line for line in lines)
     assert any(line.startswith("[eval convnet] 2/3 model-epochs") and "ETA" in line for line in lines)
     assert "ETA" not in lines[-1]  # a finished phase has nothing left
+
+
+def test_printed_commands_run_without_an_activated_venv(monkeypatch):
+    """A hint names this environment's tool by path unless PATH already finds that same file."""
+    import sys
+    from pathlib import Path
+
+    from orchestrator.commands import command, tool
+
+    venv_bin = Path(sys.executable).parent
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert tool("mlflow") == str(venv_bin / "mlflow")
+    assert command("distillery", "analyze", "--experiment", "my sweep") == f"{venv_bin / 'distillery'} analyze --experiment 'my sweep'"
+    monkeypatch.setenv("PATH", f"{venv_bin}:/usr/bin:/bin")
+    assert tool("mlflow") == "mlflow"
+    assert tool("no-such-tool-here") == "no-such-tool-here"
+
+
+def test_trial_help_describes_the_command_and_its_defaults(capsys):
+    import pytest
+
+    from orchestrator.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["trial", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Distill one synthetic set" in out and "--set iterations=N" in out
+    assert "seed of every random draw" in out and "(default: 0)" in out and "(default: digits)" in out
+    assert "(default: None)" not in out and "(default: False)" not in out

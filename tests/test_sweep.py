@@ -101,11 +101,16 @@ def _finished(uri: str, experiment: str) -> list:
 
 
 def test_local_ray_cli_sweep_logs_nested_runs_with_artifacts(tmp_path):
-    path = write_config(tmp_path, tiny_sweep("local", num_cpus=2))
-    proc = cli(["sweep", str(path)], cwd=tmp_path)
+    path = write_config(tmp_path, tiny_sweep("local", num_cpus=2, analyze=True))
+    proc = cli(["sweep", str(path)], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})  # the README's install: venv not activated
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Started a local Ray instance" in proc.stderr + proc.stdout
-    assert "mean acc %" in proc.stdout and "mlflow ui --backend-store-uri" in proc.stdout
+    assert "mean acc %" in proc.stdout
+    # the last lines: verdicts, the report file (one analysis folder, next to the trials), an MLflow command that runs as printed
+    report = tmp_path / "distillery-runs" / "local" / "analysis" / "report.html"
+    assert f"analysis report: {report}" in proc.stdout and report.is_file()
+    assert "Trend tests (study claim: class variance grows with IPC):\n  - " in proc.stdout
+    assert f"{Path(sys.executable).parent / 'mlflow'} ui --backend-store-uri" in proc.stdout
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     runs = trial_runs(uri, "local")
