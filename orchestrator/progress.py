@@ -17,8 +17,10 @@ class ProgressView(tune.Callback):
     """One status line whenever the counts change (at most every ``every`` seconds otherwise):
     done / running / pending / failed, and an ETA from the throughput of this session."""
 
-    def __init__(self, total: int, already_done: int, stream: TextIO | None = None, every: float = 15.0) -> None:
+    def __init__(self, total: int, already_done: int, stream: TextIO | None = None, every: float = 15.0,
+                 names: Mapping[str, str] | None = None) -> None:
         self.total, self.already_done, self.every = total, already_done, every
+        self.names = dict(names or {})  # trial hash -> run name (dm-ipc10-seed3): what the user reads in MLflow
         self._stream = stream
         self.start = time.monotonic()
         self.last_print = 0.0
@@ -53,7 +55,8 @@ class ProgressView(tune.Callback):
         eta = ""
         if finished_here and (pending + running):
             eta = f", ETA {_fmt_seconds(elapsed / finished_here * (pending + running))}"
-        run_detail = [f"{t.config['trial_hash'][:6]}:{self.phase.get(t.config['trial_hash'], 'starting')}" for t in trials if t.status == "RUNNING"]
+        run_detail = [f"{self.names.get(t.config['trial_hash'], t.config['trial_hash'][:6])}: {self.phase.get(t.config['trial_hash'], 'starting')}"
+                      for t in trials if t.status == "RUNNING"]
         detail = f"  [{'; '.join(run_detail[:4])}{' ...' if len(run_detail) > 4 else ''}]" if run_detail else ""
         print(
             f"[sweep {_fmt_seconds(elapsed)}] {done}/{self.total} done, {running} running, {pending} pending, {failed} failed{eta}{detail}",
@@ -70,7 +73,7 @@ def summary_table(records: Iterable[Mapping[str, Any]]) -> str:
             cells[(s["dataset"], arch, s["method"], r["ipc"])].extend(a["per_model"])
     if not cells:
         return "(no finished trials)"
-    header = f"{'dataset':<12} {'arch':<10} {'method':<10} {'ipc':>5} {'mean acc %':>11} {'+-':>6} {'class var %^2':>14} {'models':>7}"
+    header = f"{'dataset':<12} {'arch':<10} {'method':<10} {'ipc':>5} {'mean acc %':>11} {'sd %':>6} {'class var':>10} {'models':>7}"
     lines = [header, "-" * len(header)]
     for (dataset, arch, method, ipc), models in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] == "full", kv[0][2], kv[0][3])):
         accs = [m["mean_acc"] for m in models]
@@ -78,5 +81,8 @@ def summary_table(records: Iterable[Mapping[str, Any]]) -> str:
         std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 if len(accs) > 1 else 0.0
         var = sum(m["class_var"] for m in models) / len(models)
         ipc_label = "all" if method == "full" else str(ipc)
-        lines.append(f"{dataset:<12} {arch:<10} {method:<10} {ipc_label:>5} {100 * mean:>11.2f} {100 * std:>6.2f} {1e4 * var:>14.2f} {len(models):>7}")
+        lines.append(f"{dataset:<12} {arch:<10} {method:<10} {ipc_label:>5} {100 * mean:>11.2f} {100 * std:>6.2f} {var:>10.5f} {len(models):>7}")
+    lines.append("mean acc: mean per-class accuracy over every model of the cell; sd: its standard deviation over those "
+                 "models; class var: variance of the per-class accuracies (fractions, so fraction^2: the unit of the "
+                 "report, the figures and MLflow), averaged over the models")
     return "\n".join(lines)

@@ -156,7 +156,8 @@ def _run_tune(config: SweepConfig, todo: list[TrialPlan], plans: list[TrialPlan]
         JsonLoggerCallback(),
         CSVLoggerCallback(),
         TrackingCallback(tracker, store, by_hash, outcome),
-        ProgressView(total=len(plans), already_done=outcome.skipped, stream=None if out is sys.stdout else out),
+        ProgressView(total=len(plans), already_done=outcome.skipped, stream=None if out is sys.stdout else out,
+                     names={p.trial_hash: p.name for p in plans}),
     ]
     tuner = tune.Tuner(
         trainable,

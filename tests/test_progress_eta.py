@@ -64,3 +64,15 @@ def test_trial_help_describes_the_command_and_its_defaults(capsys):
     assert "Distill one synthetic set" in out and "--set iterations=N" in out
     assert "seed of every random draw" in out and "(default: 0)" in out and "(default: digits)" in out
     assert "(default: None)" not in out and "(default: False)" not in out
+
+
+def test_summary_table_labels_its_columns_and_uses_the_reports_unit():
+    from orchestrator.progress import summary_table
+
+    models = [{"mean_acc": 0.9, "class_var": 0.0025}, {"mean_acc": 0.8, "class_var": 0.0035}]
+    record = {"ipc": 10, "summary": {"dataset": "digits", "method": "dm", "archs": {"convnet": {"per_model": models}}}}
+    header, _, row, note = summary_table([record]).splitlines()
+    assert "mean acc %" in header and "sd %" in header
+    assert "class var" in header and "%^2" not in header
+    assert row.split()[-4:] == ["85.00", "7.07", "0.00300", "2"]  # class var in fraction^2, as in the report and MLflow
+    assert "fraction^2" in note
