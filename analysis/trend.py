@@ -109,15 +109,29 @@ def trend_test(
     if metric != "class_var":
         claim = {"increasing": f"{metric_words} increases with IPC",
                  "decreasing": f"{metric_words} decreases with IPC",
-                 "mixed": f"the evidence on a trend of {metric_words} with IPC is mixed",
+                 "mixed": f"{what_tests_found(sig, rho, lo, hi, level)}: the evidence on a trend of {metric_words} with IPC is mixed",
                  "none": f"no significant monotone trend of {metric_words} with IPC"}[direction]
     else:
         claim = {"increasing": f"{metric_words} increases with IPC: the study's claim ('{CLAIM}') HOLDS for this sweep",
                  "decreasing": f"{metric_words} DECREASES with IPC: the study's claim ('{CLAIM}') is CONTRADICTED by this sweep",
-                 "mixed": f"the two tests disagree: the study's claim ('{CLAIM}') is INCONCLUSIVE for this sweep",
+                 "mixed": f"{what_tests_found(sig, rho, lo, hi, level)}: the study's claim ('{CLAIM}') is INCONCLUSIVE for this sweep",
                  "none": f"no significant monotone trend: the study's claim ('{CLAIM}') is NOT SUPPORTED by this sweep"}[direction]
     return TrendResult(**base, rho=rho, p_value=p, slope=slope, slope_ci_low=lo, slope_ci_high=hi,
                        direction=direction, claim_holds=holds, verdict=f"{what}: {claim} ({stat}).")
+
+
+def what_tests_found(sig: bool, rho: float, lo: float, hi: float, level: float) -> str:
+    """What each of the two tests says, in words, for a verdict where they do not agree on a
+    significant direction (often both lean the same way and only one is significant)."""
+    rank = ("a significant increase" if rho > 0 else "a significant decrease") if sig else \
+        f"no significant trend (rho {'> 0' if rho > 0 else '< 0' if rho < 0 else '= 0'})"
+    if lo > 0:
+        slope = f"the slope's {level:.0%} bootstrap CI is above 0 (an increase)"
+    elif hi < 0:
+        slope = f"the slope's {level:.0%} bootstrap CI is below 0 (a decrease)"
+    else:
+        slope = f"the slope's {level:.0%} bootstrap CI includes 0"
+    return f"the rank test finds {rank}, {slope}"
 
 
 def trend_all(models: pd.DataFrame, metric: str = "class_var", n_boot: int = 2000, seed: int = 0,

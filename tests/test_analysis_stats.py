@@ -150,3 +150,13 @@ def test_trend_detects_decrease_and_insufficient_levels():
     assert r.direction == "decreasing" and "CONTRADICTED" in r.verdict
     r2 = trend_test([1, 1, 5, 5], [0.1, 0.1, 0.2, 0.2], ["a", "b", "c", "d"])
     assert r2.direction == "insufficient" and r2.claim_holds is None
+
+
+def test_mixed_verdicts_say_what_each_test_found():
+    from analysis.trend import what_tests_found
+
+    same_way = what_tests_found(True, 0.4, -0.001, 0.02, 0.95)  # both lean up, only the rank test is significant
+    assert same_way == "the rank test finds a significant increase, the slope's 95% bootstrap CI includes 0"
+    assert "disagree" not in same_way
+    other = what_tests_found(False, 0.1, 0.001, 0.02, 0.95)
+    assert other == "the rank test finds no significant trend (rho > 0), the slope's 95% bootstrap CI is above 0 (an increase)"
