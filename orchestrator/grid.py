@@ -22,6 +22,7 @@ from methods.eval import EvalConfig
 from methods.trial import TrialSpec
 
 from .config import DatasetEntry, Resources, SweepConfig
+from .reproduce import trial_command
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class TrialPlan:
             "distillery.seed": str(self.spec.seed),
             "distillery.trial_hash": self.trial_hash,
             "distillery.full_data": str(self.full_data).lower(),
+            "distillery.trial_command": trial_command(self.spec),  # reproduces this cell in-process
         }
 
 

@@ -120,7 +120,7 @@ def format_summary(s: dict) -> str:
         lines += [
             f"  mean per-class accuracy  {100 * a['mean_acc']:.2f}% +- {100 * a['mean_acc_std']:.2f} (95% CI {100 * lo:.2f}..{100 * hi:.2f})",
             f"  overall accuracy         {100 * a['overall_acc']:.2f}%",
-            f"  class variance           {1e4 * a['class_var']:.2f} %^2  (std {100 * a['class_std']:.2f} points)",
+            f"  class variance           {a['class_var']:.5f} fraction^2  (std {100 * a['class_std']:.2f} points)",
             f"  worst class              {100 * a['worst_class_acc']:.2f}%",
             f"  max-min gap              {100 * a['gap']:.2f} points",
             f"  coefficient of variation {a['cv']:.4f}",

@@ -170,3 +170,24 @@ def test_class_counts_come_from_file_names_without_decoding(tmp_path):
     raw = {**tiny_sweep("cnt"), "datasets": [{"name": "imagefolder", "root": str(tmp_path)}], "ipcs": [4]}
     with pytest.raises(UserError, match=r"IPC 4 is more than dataset 'imagefolder' has in its smallest class \(3 training images\)"):
         validate_config(raw, base_dir=tmp_path)
+
+
+@pytest.mark.parametrize("name", ["quickstart.yaml", "paper_fairness_cifar10.yaml"])
+def test_each_cell_records_a_trial_command_that_reproduces_it(tmp_path, name):
+    """`distillery trial` with the recorded command resolves to the sweep cell's identity (hash)."""
+    import dataclasses
+    import shlex
+
+    from methods.data import resolve_options
+    from orchestrator.cli import build_parser
+    from orchestrator.trial_cmd import spec_from_args
+    from tests.sweep_helpers import REPO
+
+    plans = expand(load_config(REPO / "configs" / name, base_dir=tmp_path))
+    for plan in plans[:: max(1, len(plans) // 12)] + [plans[-1]]:
+        command = plan.tags()["distillery.trial_command"]
+        argv = shlex.split(command)
+        assert argv[:2] == ["distillery", "trial"]
+        spec = spec_from_args(build_parser().parse_args(argv[1:]))
+        spec = dataclasses.replace(spec, data=resolve_options(spec.dataset, spec.data))
+        assert trial_hash(spec) == plan.trial_hash, command
