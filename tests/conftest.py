@@ -33,3 +33,10 @@ def make_tiny_data(num_classes: int = 4, per_class: int = 24, test_per_class: in
 @pytest.fixture
 def tiny_data() -> ImageData:
     return make_tiny_data()
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_tracking_uri(monkeypatch):
+    """$MLFLOW_TRACKING_URI takes part in config resolution; neither a developer's shell nor
+    mlflow.set_tracking_uri (which exports it) in an earlier test may steer a test's tracking."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
