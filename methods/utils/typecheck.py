@@ -9,6 +9,7 @@ tuple/list, dict); anything else is accepted as is.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import functools
 import types
@@ -49,7 +50,7 @@ def matches(value: Any, hint: Any) -> bool:
             return False
         args = [a for a in typing.get_args(hint) if a is not Ellipsis]
         return len(set(args)) != 1 or all(matches(v, args[0]) for v in value)
-    if origin in (dict, typing.Mapping) or hint is dict or origin is getattr(__import__("collections.abc").abc, "Mapping"):
+    if origin in (dict, collections.abc.Mapping) or hint is dict:
         return isinstance(value, dict)
     return True
 
