@@ -17,7 +17,7 @@ from .aug import apply_transforms
 from .data import DatasetOptions, ImageData, dataset_fingerprint, load_dataset
 from .distill.base import Progress, ProgressCallback, SyntheticSet, apply_overrides, get_method, parse_scalar
 from .errors import UserError
-from .eval import EvalConfig, EvalResult, evaluate_synset
+from .eval import EvalConfig, EvalProgress, EvalResult, evaluate_synset
 from .metrics.fairness import aggregate_models, fairness_metrics
 from .aug.dsa import parse_strategy
 from .nets import NETWORKS, check_net_options
@@ -141,12 +141,12 @@ def run_trial(
     progress_callback: ProgressCallback | None = None,
     resume_state: Mapping[str, Any] | None = None,
     synset: SyntheticSet | None = None,
-    eval_callback: Callable[[str, int, int], None] | None = None,
+    eval_callback: Callable[[str, EvalProgress], None] | None = None,
 ) -> TrialResult:
     """Distill (or take a given ``synset``, e.g. from a checkpoint) and evaluate.
 
     ``progress_callback`` receives the method's Progress reports (checkpoint from them);
-    ``eval_callback(arch, epoch, epochs)`` reports evaluation progress.
+    ``eval_callback(arch, progress)`` reports evaluation progress (an EvalProgress per epoch).
     """
     spec.validate()
     dev = resolve_device(device)
@@ -170,7 +170,7 @@ def run_trial(
     t0 = time.perf_counter()
     eval_data = data.to(dev) if dev.type != "cpu" else data
     for arch in spec.archs:
-        cb = (lambda ep, n, _a=arch: eval_callback(_a, ep, n)) if eval_callback else None
+        cb = (lambda p, _a=arch: eval_callback(_a, p)) if eval_callback else None
         evals[arch] = evaluate_synset(
             synset, eval_data, arch, spec.n_models, spec.eval, seed=spec.seed, device=dev,
             net_options=dict(spec.arch_options.get(arch, {})), epoch_callback=cb,

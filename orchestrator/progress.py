@@ -36,7 +36,8 @@ class ProgressView(tune.Callback):
             h, phase = trial.config["trial_hash"], result["phase"]
             done, total = int(result.get("iteration", 0)), int(result.get("total", 0) or 0)
             eta = self.etas.setdefault((h, phase), PhaseETA()).update(done, total, time.monotonic()) if total else None
-            self.phase[h] = f"{phase} {done}/{total or '?'}" + (f" ETA {_fmt_seconds(eta)}" if eta is not None and done < total else "")
+            where = result.get("detail") or f"{done}/{total or '?'}"  # e.g. 'model 2/5, epoch 56/300'
+            self.phase[h] = f"{phase} {where}" + (f" ETA {_fmt_seconds(eta)}" if eta is not None and done < total else "")
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         counts = defaultdict(int)

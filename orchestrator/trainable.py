@@ -14,6 +14,7 @@ import torch
 
 from methods.data import load_dataset
 from methods.distill.base import Progress, SyntheticSet
+from methods.eval import EvalProgress
 from methods.trial import TrialResult, prepare_data, run_trial
 from methods.utils.device import resolve_device
 
@@ -108,11 +109,11 @@ def _run(plan: TrialPlan, store: TrialStore, context: SweepContext) -> dict[str,
             pending.clear()
             last_report = now
 
-    def on_eval(arch: str, epoch: int, epochs: int) -> None:
+    def on_eval(arch: str, p: EvalProgress) -> None:
         nonlocal last_report
         now = time.monotonic()
-        if now - last_report >= 2.0 or epoch == epochs:
-            tune.report({"phase": f"eval:{arch}", "iteration": epoch, "total": epochs, "loss_points": [], "done": False})
+        if now - last_report >= 2.0 or p.done == p.total:
+            tune.report({"phase": f"eval:{arch}", "iteration": p.done, "total": p.total, "detail": p.label(), "loss_points": [], "done": False})
             last_report = now
 
     synset = None

@@ -10,7 +10,7 @@ import time
 from methods.data import DATASETS, DatasetOptions
 from methods.distill.base import Progress
 from methods.errors import UserError
-from methods.eval import EvalConfig
+from methods.eval import EvalConfig, EvalProgress
 from methods.trial import TrialSpec, run_trial, with_overrides
 
 from .eta import PhaseETA, format_seconds
@@ -90,8 +90,9 @@ class ProgressPrinter:
             p.iteration == p.total,
         )
 
-    def evaluate(self, arch: str, done: int, total: int) -> None:
-        self._emit(f"[eval {arch}] {done}/{total} model-epochs{self._eta('eval:' + arch, done, total)}", done == total)
+    def evaluate(self, arch: str, p: EvalProgress) -> None:
+        eta = self._eta("eval:" + arch, p.done, p.total)
+        self._emit(f"[eval {arch}] {p.label()} ({p.done}/{p.total} model-epochs{eta})", p.done == p.total)
 
 
 def main(args: argparse.Namespace) -> int:

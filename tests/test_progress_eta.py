@@ -7,6 +7,7 @@ import io
 import pytest
 
 from methods.distill.base import Progress
+from methods.eval import EvalProgress
 from orchestrator.eta import PhaseETA, format_seconds
 from orchestrator.trial_cmd import ProgressPrinter
 
@@ -28,12 +29,13 @@ def test_trial_printer_shows_each_phase_with_an_eta() -> None:
         printer.distill(Progress(done, 3 if done < 4 else 3, None, float(done), dict, phase="experts"))
     for done in range(1, 5):
         printer.distill(Progress(done, 4, 1.0 / done, float(done), dict))
-    for done in range(1, 4):
-        printer.evaluate("convnet", done, 3)
+    for done in range(1, 7):  # 2 models one after another, 3 epochs each
+        printer.evaluate("convnet", EvalProgress(done, 6, 3, 2, (done - 1) // 3 + 1))
     lines = out.getvalue().splitlines()
     assert any(line.startswith("[experts] 1/3 expert epochs") for line in lines)
     assert any(line.startswith("[distill] 2/4 iterations") and "ETA" in line for line in lines)
-    assert any(line.startswith("[eval convnet] 2/3 model-epochs") and "ETA" in line for line in lines)
+    assert any(line.startswith("[eval convnet] model 1/2, epoch 2/3 (2/6 model-epochs") and "ETA" in line for line in lines)
+    assert any(line.startswith("[eval convnet] model 2/2, epoch 1/3 (4/6 model-epochs") for line in lines)
     assert "ETA" not in lines[-1]  # a finished phase has nothing left
 
 
@@ -76,3 +78,22 @@ def test_summary_table_labels_its_columns_and_uses_the_reports_unit():
     assert "class var" in header and "%^2" not in header
     assert row.split()[-4:] == ["85.00", "7.07", "0.00300", "2"]  # class var in fraction^2, as in the report and MLflow
     assert "fraction^2" in note
+
+
+def test_evaluation_reports_which_model_is_training():
+    """The protocol's epoch callback names the model (sequential) or says all train together."""
+    import torch
+
+    from methods.data.base import ImageData
+    from methods.distill.base import SyntheticSet
+    from methods.eval import EvalConfig, evaluate_synset
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(20, 1, 8, 8, generator=g), torch.arange(20) % 2
+    data = ImageData("toy", x, y, x, y, ("a", "b"), (0.0,), (1.0,))
+    synset = SyntheticSet(x[:4], y[:4])
+    for vectorize, expected in ((False, ["model 1/2, epoch 1/2", "model 1/2, epoch 2/2", "model 2/2, epoch 1/2", "model 2/2, epoch 2/2"]),
+                                (True, ["2 models together, epoch 1/2", "2 models together, epoch 2/2"])):
+        seen = []
+        evaluate_synset(synset, data, "mlp", 2, EvalConfig(epochs=2, dsa=False, vectorize=vectorize), epoch_callback=lambda p: seen.append(p.label()))
+        assert seen == expected

@@ -1,3 +1,3 @@
-from .protocol import EvalConfig, EvalResult, evaluate_synset
+from .protocol import EvalConfig, EvalProgress, EvalResult, evaluate_synset
 
-__all__ = ["EvalConfig", "EvalResult", "evaluate_synset"]
+__all__ = ["EvalConfig", "EvalProgress", "EvalResult", "evaluate_synset"]

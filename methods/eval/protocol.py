@@ -71,9 +71,31 @@ class EvalResult:
         return int(self.per_class.shape[0])
 
 
-#: ``epoch_callback(done, total)``: model-epochs trained so far and in all (K x epochs when the K
-#: models train one after another, epochs when they train together), so a caller's ETA is linear
-EpochCallback = Callable[[int, int], None]
+@dataclass(frozen=True)
+class EvalProgress:
+    """One evaluation progress report. ``done``/``total`` count model-epochs (K x epochs when the K
+    models train one after another, epochs when they train together), so a caller's ETA is linear;
+    ``model`` says which model is training (1-based), None when all K train together."""
+
+    done: int
+    total: int
+    epochs: int
+    n_models: int
+    model: int | None
+
+    @property
+    def epoch(self) -> int:
+        """Epochs finished by the model in training (by every model when they train together)."""
+        return self.done - (self.model - 1) * self.epochs if self.model is not None else self.done
+
+    def label(self) -> str:
+        """'model 2/5, epoch 56/300' (or '5 models together, epoch 56/300')."""
+        who = f"model {self.model}/{self.n_models}" if self.model is not None else f"{self.n_models} models together"
+        return f"{who}, epoch {self.epoch}/{self.epochs}"
+
+
+#: ``epoch_callback(progress)``, called after every epoch
+EpochCallback = Callable[[EvalProgress], None]
 
 
 def evaluate_synset(
@@ -151,7 +173,7 @@ def _train_sequential(models, x, y, epochs, lr, config, aug, seed, arch, epoch_c
                 _loss(model(xb), y[idx.to(y.device)]).backward()
                 opt.step()
             if epoch_callback is not None:  # model-epochs done over all K, so progress moves from the first model on
-                epoch_callback(k * epochs + ep + 1, len(models) * epochs)
+                epoch_callback(EvalProgress(k * epochs + ep + 1, len(models) * epochs, epochs, len(models), k + 1))
     return models
 
 
@@ -187,7 +209,7 @@ def _train_vectorized(models, x, y, epochs, lr, config, aug, seed, arch, epoch_c
             loss.backward()
             opt.step()
         if epoch_callback is not None:
-            epoch_callback(ep + 1, epochs)
+            epoch_callback(EvalProgress(ep + 1, epochs, epochs, k_models, None if k_models > 1 else 1))
     # write the trained slices back into the modules (so callers get ordinary nn.Modules)
     with torch.no_grad():
         for k, model in enumerate(models):
