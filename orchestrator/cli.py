@@ -32,7 +32,9 @@ def _add_trial(sub: argparse._SubParsersAction) -> None:
         description="Distill one synthetic set (dataset, method, IPC, seed) and evaluate K freshly initialised "
                     "networks on it, in this process: no Ray, no MLflow. Prints per-class accuracy and the fairness "
                     "metrics (or one JSON object with --json). Method options, evaluation, data and network options "
-                    "go through --set; `--set iterations=N` is the one knob a quick check lowers.",
+                    "go through --set; `--set iterations=N` is the one knob a quick check lowers. A single trial "
+                    "defaults to the quick budget (--budget paper for the published iterations, as sweeps run) and "
+                    "prints its expected duration, measured by a short calibration run, before it starts.",
         formatter_class=DefaultsHelpFormatter,
     )
     trial_cmd.add_arguments(p)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -11,7 +12,10 @@ from methods.data import DATASETS, DatasetOptions
 from methods.distill.base import Progress
 from methods.errors import UserError
 from methods.eval import EvalConfig, EvalProgress
-from methods.trial import TrialSpec, run_trial, with_overrides
+from methods.budget import BUDGETS, QUICK_ITERATIONS, BudgetChoice, apply_budget
+from methods.estimate import estimate_trial
+from methods.trial import TrialSpec, prepare_data, run_trial, with_overrides
+from methods.utils.device import resolve_device
 
 from .eta import PhaseETA, format_seconds
 
@@ -38,11 +42,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="dataset root folder")
     p.add_argument("--download", action="store_true", help="download the dataset with torchvision if missing")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="method option (lr_img=0.1), eval.<field>, data.<field> or net.<arch>.<option>")
+    p.add_argument("--budget", choices=BUDGETS, default="quick",
+                   help=f"quick: iterative methods run {QUICK_ITERATIONS} iterations (minutes on a laptop); paper: their "
+                        "published counts (what sweeps run). --set iterations=N overrides either")
+    p.add_argument("--no-estimate", action="store_true",
+                   help="skip the short calibration run that prints the expected duration before the trial starts")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr (and no calibration)")
 
 
 def spec_from_args(args: argparse.Namespace) -> TrialSpec:
+    """The TrialSpec the arguments describe, budget applied (what ``main`` runs)."""
+    return budgeted_spec(args).spec
+
+
+def budgeted_spec(args: argparse.Namespace) -> BudgetChoice:
     DATASETS.get(args.dataset)  # fail fast on unknown names
     eval_cfg = EvalConfig() if args.epochs is None else EvalConfig(epochs=args.epochs)
     spec = TrialSpec(
@@ -56,8 +70,9 @@ def spec_from_args(args: argparse.Namespace) -> TrialSpec:
         data=DatasetOptions(root=args.data_root, download=args.download),
     )
     spec = with_overrides(spec, parse_set(args.set))
-    spec.validate()
-    return spec
+    choice = apply_budget(spec, getattr(args, "budget", "paper"))
+    choice.spec.validate()
+    return choice
 
 
 class ProgressPrinter:
@@ -96,10 +111,20 @@ class ProgressPrinter:
 
 
 def main(args: argparse.Namespace) -> int:
-    spec = spec_from_args(args)
+    choice = budgeted_spec(args)
+    spec = choice.spec
     printer = ProgressPrinter(not args.quiet)
-    result = run_trial(spec, device=args.device, progress_callback=printer.distill, eval_callback=printer.evaluate)
-    summary = result.summary()
+    if choice.note and not args.quiet:
+        print(choice.note, file=sys.stderr, flush=True)
+    estimate = None
+    if not (args.quiet or args.no_estimate):
+        data = prepare_data(spec)
+        estimate = estimate_trial(spec, device=args.device, data=data, progress_callback=printer.distill)
+        print(f"{estimate.describe(format_seconds)} on {resolve_device(args.device)}", file=sys.stderr, flush=True)
+        result = run_trial(spec, device=args.device, data=data, progress_callback=printer.distill, eval_callback=printer.evaluate)
+    else:
+        result = run_trial(spec, device=args.device, progress_callback=printer.distill, eval_callback=printer.evaluate)
+    summary = {**result.summary(), "budget": args.budget, "estimate": dataclasses.asdict(estimate) if estimate else None}
     if args.json:
         print(json.dumps(summary))
     else:
