@@ -129,7 +129,7 @@ def _first_line(text: str | None) -> str | None:
 def _reconcile_finished(tracker: SweepTracker, store: TrialStore, plan: TrialPlan) -> dict[str, Any]:
     record = store.read_result(plan.trial_hash)
     if tracker.runs.get(plan.trial_hash, ("", ""))[1] != "FINISHED":
-        tracker.trial_run(plan.name, plan.tags(), flatten(identity(plan.spec)))
+        tracker.trial_run(plan.name, plan.tags(), run_params(plan))
         tracker.log_curve(tracker.runs[plan.trial_hash][0], "loss", [tuple(x) for x in record.get("losses", [])])
         tracker.finish(plan.trial_hash, store.result_dir(plan.trial_hash), record)
     return record
@@ -179,6 +179,16 @@ def _run_tune(config: SweepConfig, todo: list[TrialPlan], plans: list[TrialPlan]
     tuner.fit()
 
 
+def run_params(plan: TrialPlan) -> dict[str, str]:
+    """The trial run's MLflow params: its flattened identity. The full-data baseline's identity
+    holds a placeholder ipc (1, ignored by the method); its param says ``all``, as the console and
+    the dry-run table do, and its ``distillery.ipc`` tag gets the per-class count it trained on."""
+    params = flatten(identity(plan.spec))
+    if plan.full_data:
+        params["ipc"] = "all"
+    return params
+
+
 from ray import tune as _tune  # noqa: E402  (Tune callbacks need the base class at import time)
 
 
@@ -195,7 +205,7 @@ class TrackingCallback(_tune.Callback):
         plan = self.plans[trial.config["trial_hash"]]
 
         def start() -> None:
-            run_id = self.tracker.trial_run(plan.name, plan.tags(), flatten(identity(plan.spec)))
+            run_id = self.tracker.trial_run(plan.name, plan.tags(), run_params(plan))
             self.tracker.log_metrics(run_id, {"resources/cpu": plan.resources.cpu, "resources/gpu": plan.resources.gpu})
 
         safe_call(start)

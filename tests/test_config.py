@@ -191,3 +191,13 @@ def test_each_cell_records_a_trial_command_that_reproduces_it(tmp_path, name):
         spec = spec_from_args(build_parser().parse_args(argv[1:]))
         spec = dataclasses.replace(spec, data=resolve_options(spec.dataset, spec.data))
         assert trial_hash(spec) == plan.trial_hash, command
+
+
+def test_full_data_run_params_say_all_not_the_placeholder_ipc(tmp_path):
+    """The full-data baseline's identity holds ipc 1 (ignored); its MLflow param says 'all'."""
+    from orchestrator.sweep import run_params
+
+    plans = expand(validate_config({**tiny_sweep("fullp"), "full_baseline": {"enabled": True}}, base_dir=tmp_path))
+    full = [p for p in plans if p.full_data]
+    assert full and all(run_params(p)["ipc"] == "all" and p.spec.ipc == 1 for p in full)
+    assert {run_params(p)["ipc"] for p in plans if not p.full_data} == {"1", "2"}
