@@ -40,3 +40,17 @@ def _no_ambient_tracking_uri(monkeypatch):
     """$MLFLOW_TRACKING_URI takes part in config resolution; neither a developer's shell nor
     mlflow.set_tracking_uri (which exports it) in an earlier test may steer a test's tracking."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(autouse=True)
+def _ray_auth_env_restored():
+    """A local Ray instance started in-process puts its private token in os.environ (for the workers
+    it starts); a later test joining the `ray start --head` cluster must not send that token."""
+    keys = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+    before = {k: os.environ.get(k) for k in keys}
+    yield
+    for k, v in before.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

@@ -102,9 +102,12 @@ def _finished(uri: str, experiment: str) -> list:
 
 def test_local_ray_cli_sweep_logs_nested_runs_with_artifacts(tmp_path):
     path = write_config(tmp_path, tiny_sweep("local", num_cpus=2, analyze=True))
-    proc = cli(["sweep", str(path)], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})  # the README's install: venv not activated
+    home = tmp_path / "home"  # a new user's home: local Ray must neither warn about its token nor write one there
+    home.mkdir()
+    proc = cli(["sweep", str(path)], cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "HOME": str(home)})  # README's install: venv not activated
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Started a local Ray instance" in proc.stderr + proc.stdout
+    assert "Token authentication is" not in proc.stderr + proc.stdout and not (home / ".ray" / "auth_token").exists()
     assert "mean acc %" in proc.stdout
     # the last lines: verdicts, the report file (one analysis folder, next to the trials), an MLflow command that runs as printed
     report = tmp_path / "distillery-runs" / "local" / "analysis" / "report.html"

@@ -7,6 +7,7 @@ split; a resumed tuning run adds trials to the same study; the written sweep YAM
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import optuna
@@ -123,9 +124,12 @@ def local_ray():
 
     if ray.is_initialized():
         ray.shutdown()
-    connect(None, num_cpus=2)
+    before = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    connect(None, num_cpus=2)  # may put a private token in os.environ (orchestrator/raycluster.py)
     yield
     ray.shutdown()
+    for k, v in before.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 def tune_runs(uri: str, experiment: str) -> list:
