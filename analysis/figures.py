@@ -177,18 +177,22 @@ def fig_pareto(points: pd.DataFrame, agg: pd.DataFrame, dataset: str,
     axes = fig.subplots(1, len(archs), squeeze=False)[0]
     for ax, arch in zip(axes, archs):
         pa = p[p["arch"] == arch]
-        for method, g in pa.groupby("method", sort=True):
+        fitted = False
+        for m_index, (method, g) in enumerate(pa.groupby("method", sort=True)):
             g = g.sort_values("ipc")
             ax.plot(g["mean_acc"] * 100, g["class_var"], "-o", color=colors[method], ms=5, lw=1, alpha=0.85,
-                    label=method)
-            for _, r in g.iterrows():
+                    label=method, zorder=3)
+            for k, (_, r) in enumerate(g.iterrows()):
+                # IPC labels alternate sides along each path and between methods, so neighbours do not overlap
+                below = (k + m_index) % 2 == 1
                 ax.annotate(f"{int(r['ipc'])}", (r["mean_acc"] * 100, r["class_var"]), textcoords="offset points",
-                            xytext=(4, 4), fontsize=7, color=colors[method])
+                            xytext=(5, -10 if below else 4), fontsize=7, color=colors[method], zorder=5)
             if fits:
                 fa, fv = (best_fit(fits, dataset, method, arch, m) for m in ("mean_acc", "class_var"))
                 if fa is not None and fv is not None:
                     grid = np.geomspace(g["ipc"].min(), g["ipc"].max(), 100)
                     ax.plot(fa.predict(grid) * 100, fv.predict(grid), ":", color=colors[method], lw=1)
+                    fitted = True
         front = pa[pa["on_front"]].sort_values("mean_acc")
         if len(front):
             # attainment staircase: between fronts points i and i+1 the boundary sits at var_{i+1} ('pre')
@@ -196,9 +200,11 @@ def fig_pareto(points: pd.DataFrame, agg: pd.DataFrame, dataset: str,
             ax.scatter(front["mean_acc"] * 100, front["class_var"], s=140, facecolors="none", edgecolors="black",
                        lw=1.2, label="Pareto front", zorder=3)
         base = baseline_for(agg, dataset, arch)
-        if base is not None:
-            ax.scatter([base["mean_acc"] * 100], [base["class_var"]], marker="*", s=220, color="gold",
-                       edgecolors="black", zorder=4, label=f"full data (IPC {int(base['ipc'])})")
+        if base is not None:  # under the cells (zorder 2 < 3) and see-through: it must not hide a cell it sits on
+            ax.scatter([base["mean_acc"] * 100], [base["class_var"]], marker="*", s=160, color="gold", alpha=0.7,
+                       edgecolors="black", lw=0.8, zorder=2, label=f"full data (IPC {int(base['ipc'])})")
+        if fitted:
+            ax.plot([], [], ":", color="gray", lw=1, label="fitted curve (best AIC)")
         ax.set_xlabel(LABELS["mean_acc"] + "  →  better")
         ax.set_ylabel(LABELS["class_var"] + "  (lower = fairer)")
         ax.set_title(f"{dataset} / {arch}  (labels: IPC)")
@@ -247,6 +253,7 @@ def fig_class_heatmap(models: pd.DataFrame, class_names: Mapping[str, list[str]]
                     ax.text(c, r, f"{v:.0f}", ha="center", va="center", fontsize=7,
                             color="white" if v < 55 else "black")
             ax.set_xlabel("IPC")
+            ax.set_ylabel("class")
             ax.set_title(f"{dataset} / {method} / {arch}")
     if im is not None:
         fig.colorbar(im, ax=axes, label="per-class accuracy (%)", shrink=0.8)

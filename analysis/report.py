@@ -330,7 +330,7 @@ def _html(data: SweepData, agg: pd.DataFrame, fits: pd.DataFrame, trends: list[T
     parts.append("<h2>Figures</h2>")
     for p in figures:
         if p.suffix == ".png":
-            parts.append(f"<figure><img alt='{e(p.stem)}' src='{_img(p)}'><figcaption>{e(captions.get(p, p.stem))} "
+            parts.append(f"<figure><img alt='{e(captions.get(p, p.stem), quote=True)}' src='{_img(p)}'><figcaption>{e(captions.get(p, p.stem))} "
                          f"(<code>figures/{e(p.name)}</code>, SVG alongside)</figcaption></figure>")
     parts.append(f"<h2>Summary (as printed)</h2><pre>{e(summary)}</pre></body></html>")
     return "\n".join(parts)

@@ -201,3 +201,12 @@ def test_full_data_run_params_say_all_not_the_placeholder_ipc(tmp_path):
     full = [p for p in plans if p.full_data]
     assert full and all(run_params(p)["ipc"] == "all" and p.spec.ipc == 1 for p in full)
     assert {run_params(p)["ipc"] for p in plans if not p.full_data} == {"1", "2"}
+
+
+def test_quickstart_has_enough_ipc_values_for_every_trade_off_curve(tmp_path):
+    """The README's main job exists to show the trade-off curve: every registered curve model must fit."""
+    from analysis.fits import CURVE_MODELS
+    from tests.sweep_helpers import REPO
+
+    config = load_config(REPO / "configs" / "quickstart.yaml", base_dir=tmp_path)
+    assert len(set(config.ipcs)) >= max(m.min_levels for m in CURVE_MODELS.values())
