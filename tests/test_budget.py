@@ -30,7 +30,8 @@ def test_trial_prints_its_budget_and_estimate_before_it_starts(capsys):
     from orchestrator.cli import main
 
     rc = main(["trial", "--method", "dm", "--ipc", "1", "--models", "2", "--epochs", "3", "--device", "cpu", "--json",
-               "--set", "net_width=8", "--set", "net_depth=2", "--set", "net.convnet.width=8"])
+               "--set", "net_width=8", "--set", "net_depth=2", "--set", "net.convnet.width=8",
+               "--set", "data.subset_per_class=10", "--set", "data.test_subset_per_class=10"])
     assert rc == 0
     captured = capsys.readouterr()
     out, err = json.loads(captured.out), captured.err.splitlines()
@@ -51,7 +52,8 @@ def test_estimate_scales_with_the_trials_size():
     from methods.trial import with_overrides
 
     base = with_overrides(TrialSpec(dataset="digits", method="dm", ipc=1, n_models=1, eval=EvalConfig(epochs=4, dsa=False)),
-                          {"net_width": "8", "net_depth": "2", "net.convnet.width": "8", "iterations": "10"})
+                          {"net_width": "8", "net_depth": "2", "net.convnet.width": "8", "iterations": "10",
+                           "data.subset_per_class": "10", "data.test_subset_per_class": "10"})
     small = estimate_trial(base, device="cpu")
     big = estimate_trial(with_overrides(base, {"iterations": "100", "eval.epochs": "4000"}), device="cpu")
     assert small.iterations == 10 and big.iterations == 100
