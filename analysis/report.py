@@ -316,10 +316,13 @@ def _html(data: SweepData, agg: pd.DataFrame, fits: pd.DataFrame, trends: list[T
                  "(sets then models resampled per IPC); * = from the curve_fit covariance (bootstrap unavailable). "
                  "R² of model-count-weighted cell means; AIC on per-model observations; lowest AIC = best.</p>"
                  + _table(_fits_display(fits)))
-    tcols = ["dataset", "method", "arch", "metric", "n_units", "n_levels", "rho", "p_value", "slope",
-             "slope_ci_low", "slope_ci_high", "direction"]
+    tcols = ["dataset", "method", "arch", "metric", "n_units", "n_levels", "rho", "p_value", "p_adjusted", "slope",
+             "slope_ci_low", "slope_ci_high", "effect", "effect_ci_low", "effect_ci_high", "effect_vs_baseline", "direction"]
     tdf = pd.DataFrame([t.__dict__ for t in trends])
-    parts.append("<h2>Trend tests</h2>" + _table(tdf[tcols] if len(tdf) else tdf))
+    parts.append("<h2>Trend tests</h2><p>p_adjusted: Holm over the series of one metric (what the verdicts use); "
+                 "effect: the metric at the largest IPC minus at the smallest, with its bootstrap CI "
+                 "(class variance in fraction²), and as a multiple of the full-data baseline's value.</p>"
+                 + _table(tdf[tcols] if len(tdf) else tdf))
     parts.append("<h2>Pareto fronts</h2><p>Across methods x IPC within each dataset and arch; full-data baseline "
                  "excluded. Hypervolume is exact, w.r.t. the stated reference point.</p>" + _table(pareto.summary))
     if pareto_c is not None:

@@ -160,3 +160,58 @@ def test_mixed_verdicts_say_what_each_test_found():
     assert "disagree" not in same_way
     other = what_tests_found(False, 0.1, 0.001, 0.02, 0.95)
     assert other == "the rank test finds no significant trend (rho > 0), the slope's 95% bootstrap CI is above 0 (an increase)"
+
+
+def test_trend_reports_an_effect_size_with_a_ci():
+    r = trend_test(*_trend_data(4e-4, seed=0), n_boot=500, seed=0, baseline=0.01)
+    assert r.effect == pytest.approx(4e-4 * (30 - 1), rel=0.3)  # IPC 1 -> 30
+    assert r.effect_ci_low < r.effect < r.effect_ci_high and r.effect_ci_low > 0
+    assert r.effect_vs_baseline == pytest.approx(r.effect / 0.01)
+    assert "IPC 1 -> 30: +" in r.verdict and "x the full-data value" in r.verdict
+    flat = trend_test(*_trend_data(0.0, seed=1), n_boot=500, seed=0)
+    assert flat.effect_ci_low < 0 < flat.effect_ci_high and np.isnan(flat.effect_vs_baseline)
+
+
+def test_holm_adjustment_and_its_use_in_the_verdict():
+    from analysis.trend import holm
+
+    adj = holm([0.01, 0.04, np.nan, 0.03])
+    assert np.allclose(adj[[0, 3, 1]], [0.03, 0.06, 0.06]) and np.isnan(adj[2])  # 3 tests: 3p, 2p (running max), 1p
+    strong = _trend_data(4e-4, seed=0)
+    r = trend_test(*strong, n_boot=300, seed=0, p_adjusted=0.2)  # significant alone, not after correction
+    assert r.p_value < 0.05 and r.p_adjusted == 0.2 and r.claim_holds is not True and "Holm-adjusted 0.2" in r.verdict
+
+
+def test_verdict_false_positive_rate_under_a_null_stays_at_alpha():
+    """Sweeps with no trend (set- and model-level noise as in real runs, 5 IPC values x 3 sets x 4
+    models): the claim must 'hold' in at most alpha of them."""
+    rng = np.random.default_rng(123)
+    alpha, sims, holds = 0.05, 300, 0
+    for i in range(sims):
+        ipc, y, g = [], [], []
+        for x in (1, 5, 10, 20, 30):
+            for s in range(3):
+                shift = rng.normal(0, 0.003)  # a set's own offset: models of one set share it
+                for _ in range(4):
+                    ipc.append(x)
+                    y.append(0.02 + shift + rng.normal(0, 0.002))
+                    g.append(f"{x}-{s}")
+        holds += bool(trend_test(ipc, y, g, n_boot=200, seed=i, alpha=alpha).claim_holds)
+    rate = holds / sims
+    assert rate <= alpha + 2 * (alpha * (1 - alpha) / sims) ** 0.5, rate  # alpha plus two binomial SEs
+
+
+def test_trend_all_corrects_over_series_and_relates_to_the_baseline():
+    from analysis.trend import trend_all
+
+    frames = []
+    for method, slope in (("a", 4e-4), ("b", 0.0), ("c", 0.0)):
+        ipc, y, g = _trend_data(slope, seed=len(frames))
+        frames.append(pd.DataFrame({"dataset": "toy", "method": method, "arch": "convnet", "ipc": ipc, "class_var": y,
+                                    "run_id": [f"{method}{k}" for k in g], "full_data": False}))
+    frames.append(pd.DataFrame({"dataset": "toy", "method": "full", "arch": "convnet", "ipc": 500, "class_var": [0.004] * 3,
+                                "run_id": "full", "full_data": True}))
+    table, results = trend_all(pd.concat(frames, ignore_index=True), n_boot=200)
+    assert list(table["method"]) == ["a", "b", "c"]
+    assert (table["p_adjusted"] >= table["p_value"]).all() and results[0].claim_holds is True
+    assert results[0].effect_vs_baseline == pytest.approx(results[0].effect / 0.004)
