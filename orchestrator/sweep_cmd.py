@@ -16,6 +16,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="sweep YAML, e.g. configs/quickstart.yaml")
     p.add_argument("--resume", action="store_true", help="continue a sweep: finished trials are kept, unfinished ones resume from their checkpoints")
     p.add_argument("--dry-run", action="store_true", help="validate and print the trial table; start nothing")
+    p.add_argument("--estimate", action="store_true",
+                   help="before starting (or with --dry-run, instead), print each trial's and the sweep's estimated time on this "
+                        "machine, from a short calibration run per trial shape")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. --set eval.epochs=50 --set resources.gpu=0.25")
     p.add_argument("--address", help="join a running Ray cluster: auto or HOST:PORT (default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's tracking_uri, else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db); e.g. http://host:5000")
@@ -42,6 +45,9 @@ def main(args: argparse.Namespace) -> int:
 
     if args.dry_run:
         print(trial_table(expand(config), TrialStore(config.storage_path, config.name)))
+    if args.estimate:
+        _print_estimate(config)
+    if args.dry_run:
         return 0
     outcome = run_sweep(config, resume=args.resume, address=args.address)
     from .progress import summary_table
@@ -61,6 +67,21 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(f"\nMLflow UI: {config.tracking_uri} (experiment {config.name!r})")
     return 0 if outcome.ok else 1
+
+
+def _print_estimate(config) -> None:
+    from .cost import describe, estimate_sweep
+    from .grid import expand
+    from .store import TrialStore
+
+    plans = expand(config)
+    done = TrialStore(config.storage_path, config.name).done_hashes()
+
+    def on_shape(plan, i: int, n: int) -> None:
+        print(f"[estimate] calibrating trial shape {i}/{n} ({plan.name})", file=sys.stderr, flush=True)
+
+    est = estimate_sweep(config, plans, skip=done, on_shape=on_shape)
+    print(describe(est, plans), flush=True)
 
 
 def _analyze(config, outcome) -> None:

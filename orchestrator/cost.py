@@ -1,0 +1,129 @@
+"""What a sweep will cost on this machine, before it starts (``distillery sweep CONFIG --dry-run --estimate``).
+
+Each distinct trial shape (the trial identity minus its seed: seeds cost the same) is calibrated
+once with ``methods.estimate.estimate_trial`` (2 timed iterations, 2 timed evaluation epochs) on
+the driver, with the thread count a trial gets (``resources.cpu``), so the figure is this machine's
+and the config's, not a table's. Trials then run ``slots`` at a time (the CPUs/GPUs Ray has divided
+by each trial's share), in plan order, each taking the next free slot: the wall-time estimate
+simulates exactly that. A method whose preparation is missing (MTT's expert buffer) is not
+calibrated, because calibrating would build it: the estimate says so instead of hiding the cost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import heapq
+import json
+import os
+from typing import Callable, Sequence
+
+import torch
+
+from methods.distill.base import get_method
+from methods.estimate import TrialEstimate, estimate_trial
+from methods.trial import prepare_data
+
+from .config import SweepConfig
+from .eta import format_seconds
+from .grid import TrialPlan, identity
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepEstimate:
+    per_trial: dict[str, TrialEstimate]  # trial hash -> estimate
+    missing: dict[str, str]  # trial hash -> why it was not estimated
+    slots: int  # trials that run at once
+    wall_seconds: float  # estimated trials' wall time, run ``slots`` at a time
+
+    @property
+    def trial_seconds(self) -> float:
+        return sum(e.total_seconds for e in self.per_trial.values())
+
+
+def shape_key(plan: TrialPlan) -> str:
+    """Trials that cost the same: identity without the seed (and with the per-trial thread count)."""
+    ident = {k: v for k, v in identity(plan.spec).items() if k != "seed"}
+    ident["threads"] = max(1, int(plan.resources.cpu))
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def concurrent_slots(config: SweepConfig, plans: Sequence[TrialPlan]) -> int:
+    """How many trials Ray runs at once on a local instance with this config's resources."""
+    if not plans:
+        return 0
+    cpus = config.num_cpus or os.cpu_count() or 1
+    need_cpu = max(p.resources.cpu for p in plans)
+    slots = int(cpus // need_cpu) if need_cpu > 0 else len(plans)
+    need_gpu = max(p.resources.gpu for p in plans)
+    if need_gpu > 0:
+        gpus = config.num_gpus if config.num_gpus is not None else torch.cuda.device_count()
+        slots = min(slots, int(gpus // need_gpu))
+    if config.max_concurrent_trials:
+        slots = min(slots, config.max_concurrent_trials)
+    return max(0, min(slots, len(plans)))
+
+
+def _missing_prep(plan: TrialPlan) -> str | None:
+    method = get_method(plan.spec.method)
+    config = plan.spec.resolved_method_config()
+    jobs = [j for j in method.prep_jobs(plan.spec.dataset, plan.spec.data, config) if not method.job_done(j)]
+    if jobs:
+        return (f"{plan.spec.method} needs {len(jobs)} preparation job(s) first ({jobs[0].description}, ...); "
+                "they run at the start of the sweep (calibrating would build them)")
+    return None
+
+
+def estimate_sweep(config: SweepConfig, plans: Sequence[TrialPlan], skip: set[str] = frozenset(),
+                   device: str = "cpu", on_shape: Callable[[TrialPlan, int, int], None] | None = None) -> SweepEstimate:
+    """Calibrate each trial shape once; ``skip``: hashes already finished (they cost nothing)."""
+    todo = [p for p in plans if p.trial_hash not in skip]
+    shapes: dict[str, TrialPlan] = {}
+    for p in todo:
+        shapes.setdefault(shape_key(p), p)
+    by_shape: dict[str, TrialEstimate | str] = {}
+    threads = torch.get_num_threads()
+    try:
+        for i, (key, plan) in enumerate(shapes.items()):
+            if on_shape is not None:
+                on_shape(plan, i + 1, len(shapes))
+            reason = _missing_prep(plan)
+            if reason is not None:
+                by_shape[key] = reason
+                continue
+            torch.set_num_threads(max(1, int(plan.resources.cpu)))
+            by_shape[key] = estimate_trial(plan.spec, device=device, data=prepare_data(plan.spec))
+    finally:
+        torch.set_num_threads(threads)
+    per_trial = {p.trial_hash: e for p in todo if isinstance(e := by_shape[shape_key(p)], TrialEstimate)}
+    missing = {p.trial_hash: e for p in todo if isinstance(e := by_shape[shape_key(p)], str)}
+    slots = concurrent_slots(config, todo)
+    return SweepEstimate(per_trial, missing, slots, _simulate([per_trial[p.trial_hash].total_seconds for p in todo
+                                                                if p.trial_hash in per_trial], slots))
+
+
+def _simulate(durations: Sequence[float], slots: int) -> float:
+    """Wall time of running ``durations`` in order, each on the first free of ``slots`` slots."""
+    if not durations or slots < 1:
+        return 0.0
+    free = [0.0] * min(slots, len(durations))
+    for d in durations:
+        start = heapq.heappop(free)
+        heapq.heappush(free, start + d)
+    return max(free)
+
+
+def describe(est: SweepEstimate, plans: Sequence[TrialPlan]) -> str:
+    """Per trial shape and in total, for the dry-run output."""
+    names = {p.trial_hash: p.name for p in plans}
+    lines = ["", "Estimated cost on this machine (calibrated: 2 iterations and 2 evaluation epochs per trial shape):"]
+    for h, e in est.per_trial.items():
+        lines.append(f"  {names[h]:<28} distill ~{format_seconds(e.distill_seconds):>7}  evaluate ~{format_seconds(e.eval_seconds):>7}"
+                     f"  total ~{format_seconds(e.total_seconds)}")
+    for h, why in est.missing.items():
+        lines.append(f"  {names[h]:<28} not estimated: {why}")
+    lines.append(f"  {len(est.per_trial)} trials, ~{format_seconds(est.trial_seconds)} of trial time; {est.slots} at a time "
+                 f"-> ~{format_seconds(est.wall_seconds)} wall"
+                 + (f" (plus {len(est.missing)} trial(s) not estimated)" if est.missing else "")
+                 + "; Ray start-up, MLflow and the analysis add about a minute")
+    return "\n".join(lines)

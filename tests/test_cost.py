@@ -1,0 +1,49 @@
+"""`distillery sweep CONFIG --dry-run --estimate`: a calibrated cost estimate before launch."""
+
+from __future__ import annotations
+
+
+from orchestrator.config import validate_config
+from orchestrator.cost import _simulate, concurrent_slots, estimate_sweep, shape_key
+from orchestrator.grid import expand
+from tests.sweep_helpers import cli, tiny_sweep, write_config
+
+
+def test_wall_time_simulates_trials_taking_the_next_free_slot():
+    assert _simulate([10, 10, 10, 10], 2) == 20
+    assert _simulate([30, 10, 10, 10], 2) == 30  # the long one holds a slot while the others share the second
+    assert _simulate([5], 4) == 5 and _simulate([], 2) == 0
+
+
+def test_slots_follow_the_configs_resources(tmp_path):
+    cfg = validate_config({**tiny_sweep("slots"), "num_cpus": 4, "resources": {"cpu": 1, "gpu": 0}}, base_dir=tmp_path)
+    assert concurrent_slots(cfg, expand(cfg)) == 4
+    cfg = validate_config({**tiny_sweep("slots"), "num_cpus": 4, "resources": {"cpu": 2, "gpu": 0}}, base_dir=tmp_path)
+    assert concurrent_slots(cfg, expand(cfg)) == 2
+    cfg = validate_config({**tiny_sweep("slots"), "num_cpus": 8, "num_gpus": 1, "resources": {"cpu": 1, "gpu": 0.25}}, base_dir=tmp_path)
+    assert concurrent_slots(cfg, expand(cfg)) == 4  # four trials share the one GPU
+
+
+def test_estimate_calibrates_each_shape_once_and_skips_what_needs_preparation(tmp_path):
+    raw = tiny_sweep("est", methods={"random": {}, "mtt": {"params": {"iterations": 2, "buffer_dir": str(tmp_path / "experts")}}},
+                     ipcs=[1], seeds=[0, 1])
+    cfg = validate_config(raw, base_dir=tmp_path)
+    plans = expand(cfg)
+    assert len({shape_key(p) for p in plans}) == 2  # seeds cost the same
+    shapes = []
+    est = estimate_sweep(cfg, plans, on_shape=lambda plan, i, n: shapes.append((plan.spec.method, i, n)))
+    assert shapes == [("random", 1, 2), ("mtt", 2, 2)]
+    randoms = [p.trial_hash for p in plans if p.spec.method == "random"]
+    assert set(est.per_trial) == set(randoms) and est.per_trial[randoms[0]].total_seconds > 0
+    assert all("preparation job" in why for why in est.missing.values()) and len(est.missing) == 2
+    assert not (tmp_path / "experts").exists() or not any((tmp_path / "experts").rglob("*.pt"))  # nothing built
+
+
+def test_dry_run_estimate_prints_per_trial_and_total_and_starts_nothing(tmp_path):
+    path = write_config(tmp_path, tiny_sweep("dryest", num_cpus=2))
+    proc = cli(["sweep", str(path), "--dry-run", "--estimate"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "[estimate] calibrating trial shape 1/4" in proc.stderr
+    assert "herding-ipc2-seed1" in proc.stdout and "total ~" in proc.stdout
+    assert "8 trials, ~" in proc.stdout and "2 at a time -> ~" in proc.stdout
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "distillery-runs").exists()
