@@ -97,3 +97,20 @@ def test_evaluation_reports_which_model_is_training():
         seen = []
         evaluate_synset(synset, data, "mlp", 2, EvalConfig(epochs=2, dsa=False, vectorize=vectorize), epoch_callback=lambda p: seen.append(p.label()))
         assert seen == expected
+
+
+def test_documented_commands_run_after_the_readmes_install():
+    """README/docs command blocks name the venv's tools (the README's install does not activate it),
+    except blocks introduced as running in an activated environment (a cluster's nodes)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    bare = []
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        for m in re.finditer(r"```bash\n(.*?)```", text, flags=re.S):
+            if "activate" in text[max(0, m.start() - 200): m.start()]:
+                continue
+            bare += [f"{doc.name}: {line}" for line in m.group(1).splitlines() if re.match(r"(distillery|mlflow|ray|optuna) ", line)]
+    assert not bare, bare
