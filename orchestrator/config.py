@@ -210,7 +210,14 @@ class SweepConfig(BaseModel):
         storage = _abs(self.storage_path, base)
         uri = abs_sqlite_uri(default_tracking_uri(self.tracking_uri, base), base)
         datasets = [d.model_copy(update={"root": _abs(d.root, base) if d.root else None}) for d in self.datasets]
-        return self.model_copy(update={"storage_path": storage, "tracking_uri": uri, "datasets": datasets})
+        methods = {
+            name: e.model_copy(update={
+                "params": absolute_method_paths(name, e.params, base),
+                "per_ipc": {ipc: absolute_method_paths(name, p, base) for ipc, p in e.per_ipc.items()},
+            })
+            for name, e in self.methods.items()
+        }
+        return self.model_copy(update={"storage_path": storage, "tracking_uri": uri, "datasets": datasets, "methods": methods})
 
 
 def default_tracking_uri(configured: str | None, base: Path) -> str:
@@ -232,6 +239,17 @@ def abs_sqlite_uri(uri: str, base: Path) -> str:
 def _abs(path: str, base: Path) -> str:
     p = Path(os.path.expanduser(path))
     return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def absolute_method_paths(method: str, params: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """``params`` with the method's path options (``DistillMethod.path_options``, e.g. MTT's
+    buffer_dir) made absolute against ``base``, once on the driver: resolved in a Tune worker, a
+    relative path would point into the trial's own directory (experts built twice, in two places)."""
+    from methods.distill.base import METHODS
+    from methods.distill import load_all  # noqa: F401  (registers every method)
+
+    paths = METHODS.get(method).path_options if method in METHODS.names() else ()
+    return {k: (_abs(str(v), base) if k in paths and isinstance(v, (str, os.PathLike)) else v) for k, v in params.items()}
 
 
 def load_config(path: str | Path, overrides: Mapping[str, str] | None = None, base_dir: Path | None = None) -> SweepConfig:

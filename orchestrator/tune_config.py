@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, PositiveInt, ValidationError, field_valid
 from methods.errors import UserError
 
 from .config import (
-    _STRICT, DatasetEntry, EvalEntry, Resources, _abs, abs_sqlite_uri, check_datasets_and_eval,
+    _STRICT, DatasetEntry, EvalEntry, Resources, _abs, abs_sqlite_uri, absolute_method_paths, check_datasets_and_eval,
     RunName, StoragePath, datasets_shorthand, default_tracking_uri, format_validation_error,
 )
 from .preflight import check_config_files
@@ -170,8 +170,10 @@ class TuneConfig(BaseModel):
         uri = abs_sqlite_uri(default_tracking_uri(self.tracking_uri, base), base)
         storage = abs_sqlite_uri(self.storage or f"sqlite:///{base / 'optuna.db'}", base)
         datasets = [d.model_copy(update={"root": _abs(d.root, base) if d.root else None}) for d in self.datasets]
+        methods = {name: m.model_copy(update={"params": absolute_method_paths(name, m.params, base)}) for name, m in self.methods.items()}
         return self.model_copy(update={
             "tracking_uri": uri, "storage": storage, "storage_path": _abs(self.storage_path, base), "datasets": datasets,
+            "methods": methods,
         })
 
 

@@ -210,3 +210,21 @@ def test_quickstart_has_enough_ipc_values_for_every_trade_off_curve(tmp_path):
 
     config = load_config(REPO / "configs" / "quickstart.yaml", base_dir=tmp_path)
     assert len(set(config.ipcs)) >= max(m.min_levels for m in CURVE_MODELS.values())
+
+
+def test_relative_method_paths_are_made_absolute_once_on_the_driver(tmp_path, monkeypatch):
+    """A relative MTT buffer_dir means the driver's folder, not each Tune worker's own cwd."""
+    from orchestrator.tune_config import validate_tune_config
+
+    raw = {**tiny_sweep("paths"), "methods": {"mtt": {"params": {"iterations": 2, "buffer_dir": "experts"},
+                                                      "per_ipc": {2: {"buffer_dir": "experts2"}}}}}
+    plans = expand(validate_config(raw, base_dir=tmp_path))
+    dirs = {p.spec.ipc: p.spec.method_params["buffer_dir"] for p in plans}
+    assert dirs == {1: str(tmp_path / "experts"), 2: str(tmp_path / "experts2")}
+    elsewhere = tmp_path / "trial-cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # what Tune does to a worker: the resolved config does not move
+    assert plans[0].spec.resolved_method_config().buffer_dir == str(tmp_path / "experts")
+    tune = validate_tune_config({"name": "t", "datasets": ["digits"], "ipcs": [1], "methods": {"mtt": {
+        "params": {"buffer_dir": "experts"}, "space": {"lr_img": {"type": "float", "low": 1, "high": 10}}}}}, base_dir=tmp_path)
+    assert tune.methods["mtt"].params["buffer_dir"] == str(tmp_path / "experts")

@@ -159,6 +159,9 @@ class DistillMethod(ABC):
     Config: ClassVar[type]
     #: preprocessing the method needs on the data before distillation and evaluation (e.g. ZCA)
     needs_transform: ClassVar[tuple[str, ...]] = ()
+    #: options that are file-system paths: an orchestrator makes them absolute once, on the driver,
+    #: because workers run in other directories (Ray Tune changes each trial's cwd)
+    path_options: ClassVar[tuple[str, ...]] = ()
 
     def default_config(self, dataset: str, ipc: int) -> Any:
         return self.Config()

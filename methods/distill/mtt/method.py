@@ -172,6 +172,7 @@ class ExpertJob(PrepJob):
 @register_method("mtt")
 class MTT(DistillMethod):
     Config = MTTConfig
+    path_options = ("buffer_dir",)
 
     def default_config(self, dataset: str, ipc: int) -> MTTConfig:
         return MTTConfig(**table_row(dataset, ipc))
