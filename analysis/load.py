@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import AnalysisError, NoFinishedTrialsError, UnknownExperimentError
+from methods.schema import Tag
 
 METRICS: tuple[str, ...] = ("mean_acc", "class_var", "class_std", "worst_class_acc", "gap", "cv")
 FINISHED = "FINISHED"
@@ -351,7 +352,7 @@ def resolve_sweep(client, experiment: str | None, parent_run_id: str | None) -> 
         return exp.experiment_id, exp.name, parent_run_id, warnings
     if exp is None:
         raise AnalysisError("name the sweep to analyse: --experiment NAME, --parent-run RUN_ID or --tune-dir DIR")
-    parents = _search_all(client, [exp.experiment_id], "tags.`distillery.kind` = 'sweep'")
+    parents = _search_all(client, [exp.experiment_id], f"tags.`{Tag.KIND}` = 'sweep'")
     parents.sort(key=lambda r: r.info.start_time or 0, reverse=True)
     if len(parents) > 1:
         warnings.append(
@@ -363,20 +364,20 @@ def resolve_sweep(client, experiment: str | None, parent_run_id: str | None) -> 
 
 def _mlflow_trial(run) -> dict[str, Any]:
     tags, metrics = run.data.tags, run.data.metrics
-    status = tags.get("distillery.status") or run.info.status
+    status = tags.get(Tag.STATUS) or run.info.status
     t: dict[str, Any] = {
         "run_id": run.info.run_id,
         "run_name": run.info.run_name,
-        "trial_hash": tags.get("distillery.trial_hash"),
-        "dataset": tags.get("distillery.dataset"),
-        "method": tags.get("distillery.method"),
-        "ipc": tags.get("distillery.ipc"),
-        "seed": tags.get("distillery.seed"),
-        "full_data": _is_true(tags.get("distillery.full_data")) or tags.get("distillery.method") == "full",
+        "trial_hash": tags.get(Tag.TRIAL_HASH),
+        "dataset": tags.get(Tag.DATASET),
+        "method": tags.get(Tag.METHOD),
+        "ipc": tags.get(Tag.IPC),
+        "seed": tags.get(Tag.SEED),
+        "full_data": _is_true(tags.get(Tag.FULL_DATA)) or tags.get(Tag.METHOD) == "full",
         "status": str(status).upper(),
-        "error": tags.get("distillery.error"),
+        "error": tags.get(Tag.ERROR),
         "start_time": run.info.start_time,
-        "parent_run_id": tags.get("mlflow.parentRunId"),
+        "parent_run_id": tags.get(Tag.PARENT),
     }
     t.update(_costs(metrics))
     t["synthetic_images"] = metrics.get("synthetic_images")
@@ -407,12 +408,12 @@ def load_mlflow(
 
     client = mlflow_client(tracking_uri)
     exp_id, exp_name, parent_id, warnings = resolve_sweep(client, experiment, parent_run_id)
-    flt = "tags.`distillery.kind` = 'trial'"
+    flt = f"tags.`{Tag.KIND}` = 'trial'"
     if parent_run_id is not None:  # explicit parent: exactly its children
-        flt += f" and tags.`mlflow.parentRunId` = '{parent_run_id}'"
+        flt += f" and tags.`{Tag.PARENT}` = '{parent_run_id}'"
     runs = _search_all(client, [exp_id], flt)
     if parent_run_id is None and parent_id is not None:
-        runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in (parent_id, None)]
+        runs = [r for r in runs if r.data.tags.get(Tag.PARENT) in (parent_id, None)]
     trials = [_mlflow_trial(r) for r in runs]
     metrics_by_run = {r.info.run_id: dict(r.data.metrics) for r in runs}
     if include_unfinished:

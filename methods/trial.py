@@ -19,6 +19,7 @@ from .distill.base import Progress, ProgressCallback, SyntheticSet, apply_overri
 from .errors import UserError
 from .eval import EvalConfig, EvalProgress, EvalResult, evaluate_synset
 from .metrics.fairness import aggregate_models, fairness_metrics
+from .schema import FAIRNESS_METRICS
 from .aug.dsa import parse_strategy
 from .nets import NETWORKS, check_net_options
 from .utils.device import resolve_device
@@ -85,7 +86,7 @@ class TrialResult:
             "method": self.spec.method,
             "ipc": self.spec.ipc,
             "seed": self.spec.seed,
-            **{k: first[k] for k in ("mean_acc", "overall_acc", "class_var", "class_std", "worst_class_acc", "gap", "cv", "mean_acc_std", "ci95")},
+            **{k: first[k] for k in (*FAIRNESS_METRICS, "mean_acc_std", "ci95")},
             "per_class": first["per_class"],
             "per_model": first["per_model"],
             "n_models": first["n_models"],

@@ -19,6 +19,7 @@ from methods.data import DatasetOptions
 from methods.data.registry import resolve_options
 from methods.distill.base import get_method
 from methods.eval import EvalConfig
+from methods.schema import Tag
 from methods.trial import TrialSpec
 
 from .config import DatasetEntry, Resources, SweepConfig
@@ -37,14 +38,14 @@ class TrialPlan:
 
     def tags(self) -> dict[str, str]:
         return {
-            "distillery.kind": "trial",
-            "distillery.dataset": self.spec.dataset,
-            "distillery.method": self.spec.method,
-            "distillery.ipc": str(self.spec.ipc),
-            "distillery.seed": str(self.spec.seed),
-            "distillery.trial_hash": self.trial_hash,
-            "distillery.full_data": str(self.full_data).lower(),
-            "distillery.trial_command": trial_command(self.spec),  # reproduces this cell in-process
+            Tag.KIND: "trial",
+            Tag.DATASET: self.spec.dataset,
+            Tag.METHOD: self.spec.method,
+            Tag.IPC: str(self.spec.ipc),
+            Tag.SEED: str(self.spec.seed),
+            Tag.TRIAL_HASH: self.trial_hash,
+            Tag.FULL_DATA: str(self.full_data).lower(),
+            Tag.TRIAL_COMMAND: trial_command(self.spec),  # reproduces this cell in-process
         }
 
 

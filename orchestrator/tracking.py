@@ -20,11 +20,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-KIND_TAG = "distillery.kind"
-HASH_TAG = "distillery.trial_hash"
-STATUS_TAG = "distillery.status"
-ERROR_TAG = "distillery.error"
-PARENT_TAG = "mlflow.parentRunId"
+from methods.schema import FAIRNESS_METRICS, Tag
+
+KIND_TAG, HASH_TAG, STATUS_TAG, ERROR_TAG, PARENT_TAG = Tag.KIND, Tag.TRIAL_HASH, Tag.STATUS, Tag.ERROR, Tag.PARENT
 
 
 def safe_call(fn: Callable[..., Any], *args: Any) -> None:
@@ -78,7 +76,7 @@ class SweepTracker:
         """The parent run (kind 'sweep' or 'tune'): the existing one when resuming, else a new one."""
         run_id = self.existing_parent(kind) if resume else None
         if run_id is None:
-            run = self.client.create_run(self.experiment_id, run_name=self.sweep_name, tags={KIND_TAG: kind, "distillery.sweep_hash": sweep_hash})
+            run = self.client.create_run(self.experiment_id, run_name=self.sweep_name, tags={KIND_TAG: kind, Tag.SWEEP_HASH: sweep_hash})
             run_id = run.info.run_id
         else:
             self.client.update_run(run_id, status="RUNNING")
@@ -128,7 +126,7 @@ class SweepTracker:
     def finish(self, trial_hash: str, result_dir: Path, record: Mapping[str, Any]) -> None:
         run_id = self.runs[trial_hash][0]
         if record.get("full_data"):  # the baseline's IPC is the per-class count it trained on
-            self.client.set_tag(run_id, "distillery.ipc", str(record["ipc"]))
+            self.client.set_tag(run_id, Tag.IPC, str(record["ipc"]))
         self.log_metrics(run_id, trial_metrics(record))
         self.client.log_artifacts(run_id, str(result_dir))
         self.client.set_tag(run_id, STATUS_TAG, "FINISHED")
@@ -182,7 +180,7 @@ def trial_metrics(record: Mapping[str, Any]) -> dict[str, float]:
         "synthetic_images": s["synthetic_images"],
     }
     for arch, a in s["archs"].items():
-        for key in ("mean_acc", "overall_acc", "class_var", "class_std", "worst_class_acc", "gap", "cv", "mean_acc_std"):
+        for key in (*FAIRNESS_METRICS, "mean_acc_std"):
             out[f"{arch}/{key}"] = a[key]
         out[f"{arch}/n_models"] = a["n_models"]
         for c, acc in enumerate(a["per_class"]):

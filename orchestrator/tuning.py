@@ -25,6 +25,7 @@ from methods.data import load_dataset
 from methods.distill.base import Progress
 from methods.distill.init import check_ipc
 from methods.errors import UserError
+from methods.schema import FAIRNESS_METRICS, Tag
 from methods.trial import TrialSpec, prepare_data, run_trial
 
 from .config import DatasetEntry
@@ -94,7 +95,7 @@ class CellContext:
 def objective_report(result: Any) -> dict[str, Any]:
     s = result.summary()
     return {
-        **{k: s[k] for k in ("mean_acc", "overall_acc", "class_var", "class_std", "worst_class_acc", "gap", "cv")},
+        **{k: s[k] for k in FAIRNESS_METRICS},
         "eval_split": s["eval_split"], "eval_samples": s["eval_samples"],
         "distill_seconds": s["distill_seconds"], "eval_seconds": s["eval_seconds"],
     }
@@ -455,10 +456,10 @@ class TuneTracking(_tune.Callback):
             params = dict(trial.config)
             spec = trial_spec(self.config, self.cell, params)
             tags = {
-                "distillery.kind": "tune_trial", "distillery.dataset": self.cell.dataset.name,
-                "distillery.method": self.cell.method, "distillery.ipc": str(self.cell.ipc),
-                "distillery.seed": str(self.config.seed), "distillery.study": self.cell.study_name(self.config),
-                "distillery.eval_split": "validation", "distillery.params_hash": params_hash(self.cell, params),
+                Tag.KIND: "tune_trial", Tag.DATASET: self.cell.dataset.name,
+                Tag.METHOD: self.cell.method, Tag.IPC: str(self.cell.ipc),
+                Tag.SEED: str(self.config.seed), Tag.STUDY: self.cell.study_name(self.config),
+                Tag.EVAL_SPLIT: "validation", Tag.PARAMS_HASH: params_hash(self.cell, params),
                 HASH_TAG: self._key(trial),
             }
             logged = {**flatten({"tuned": params}), **flatten({"method_config": dataclasses.asdict(spec.resolved_method_config())}),
@@ -482,11 +483,11 @@ class TuneTracking(_tune.Callback):
 
         def finish() -> None:
             run_id = self.tracker.runs[key][0]
-            keys = ("mean_acc", "overall_acc", "class_var", "class_std", "worst_class_acc", "gap", "cv", "distill_seconds", "eval_seconds", "eval_samples")
+            keys = (*FAIRNESS_METRICS, "distill_seconds", "eval_seconds", "eval_samples")
             self.tracker.log_metrics(run_id, {k: result[k] for k in keys if k in result})
             stopped = stopped_early(result, self.config.early_stopping.rungs if self.config.early_stopping.enabled else 1)
-            self.tracker.client.set_tag(run_id, "distillery.early_stopped", str(stopped).lower())
-            self.tracker.client.set_tag(run_id, "distillery.status", "FINISHED")
+            self.tracker.client.set_tag(run_id, Tag.EARLY_STOPPED, str(stopped).lower())
+            self.tracker.client.set_tag(run_id, Tag.STATUS, "FINISHED")
             self.tracker.client.set_terminated(run_id, "FINISHED")
             self.tracker.runs[key] = (run_id, "FINISHED")
 
