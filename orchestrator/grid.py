@@ -2,8 +2,10 @@
 
 As in DomainBed, identity = hash(everything that determines the result): dataset and its loading
 options, method and its fully resolved hyperparameters (published defaults included, so a changed
-default is a new trial), IPC, seed and the evaluation protocol. Resources, concurrency and paths
-are not part of it: the same trial may run anywhere. A resumed sweep recomputes the hashes and
+default is a new trial), IPC, seed and the evaluation protocol. Resources, concurrency and
+locations are not part of it (the data root, a method's path options such as MTT's buffer_dir,
+the decoded-tensor cache): the same trial may run anywhere, and moving the data or a cache keeps
+every hash. ``locations`` gives them back for the MLflow params. A resumed sweep recomputes the hashes and
 skips or continues those it already has, so work is never redone or duplicated.
 """
 
@@ -73,9 +75,12 @@ def eval_config(config: SweepConfig) -> EvalConfig:
 def identity(spec: TrialSpec) -> dict[str, Any]:
     """The JSON-able content that defines a trial's result."""
     method_config = dataclasses.asdict(spec.resolved_method_config())
+    for path in get_method(spec.method).path_options:  # where a cache lives, not what it holds
+        method_config.pop(path, None)
     data = dataclasses.asdict(spec.data)
     data.pop("download", None)  # how files arrived does not change them
     data.pop("cache_dir", None)
+    data.pop("root", None)  # where the files are, not what they are
     evaluation = dataclasses.asdict(spec.eval)
     for how in ("vectorize", "test_batch_size"):  # how the models are computed, not what they are
         evaluation.pop(how, None)
@@ -91,6 +96,14 @@ def identity(spec: TrialSpec) -> dict[str, Any]:
         "eval": evaluation,
         "arch_options": {k: dict(v) for k, v in sorted(spec.arch_options.items())},
     }
+
+
+def locations(spec: TrialSpec) -> dict[str, Any]:
+    """What ``identity`` leaves out on purpose, as flat param names: where the data and caches are."""
+    config = spec.resolved_method_config()
+    out: dict[str, Any] = {"data.root": spec.data.root}
+    out.update({f"method_config.{p}": getattr(config, p) for p in get_method(spec.method).path_options})
+    return out
 
 
 def trial_hash(spec: TrialSpec) -> str:

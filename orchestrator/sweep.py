@@ -15,7 +15,7 @@ from methods.distill.init import check_ipc
 from methods.errors import UserError
 
 from .config import SweepConfig
-from .grid import TrialPlan, expand, identity
+from .grid import TrialPlan, expand, identity, locations
 from .progress import summary_table
 from .store import TrialStore
 from .tracking import SweepTracker, flatten, safe_call
@@ -183,7 +183,7 @@ def run_params(plan: TrialPlan) -> dict[str, str]:
     """The trial run's MLflow params: its flattened identity. The full-data baseline's identity
     holds a placeholder ipc (1, ignored by the method); its param says ``all``, as the console and
     the dry-run table do, and its ``distillery.ipc`` tag gets the per-class count it trained on."""
-    params = flatten(identity(plan.spec))
+    params = {**flatten(identity(plan.spec)), **{k: str(v) for k, v in locations(plan.spec).items()}}
     if plan.full_data:
         params["ipc"] = "all"
     return params

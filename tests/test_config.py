@@ -228,3 +228,24 @@ def test_relative_method_paths_are_made_absolute_once_on_the_driver(tmp_path, mo
     tune = validate_tune_config({"name": "t", "datasets": ["digits"], "ipcs": [1], "methods": {"mtt": {
         "params": {"buffer_dir": "experts"}, "space": {"lr_img": {"type": "float", "low": 1, "high": 10}}}}}, base_dir=tmp_path)
     assert tune.methods["mtt"].params["buffer_dir"] == str(tmp_path / "experts")
+
+
+def test_moving_data_or_caches_keeps_every_trial_hash(tmp_path):
+    """Identity is what determines the result, not where files live; the locations stay in the params."""
+    from orchestrator.sweep import run_params
+
+    def plans(root: str, buffers: str):
+        raw = {**tiny_sweep("moved"), "datasets": [{"name": "imagefolder", "root": root}],
+               "methods": {"random": {}, "mtt": {"params": {"iterations": 2, "buffer_dir": buffers}}}, "ipcs": [1]}
+        for split in ("train", "test"):
+            for c in ("a", "b"):
+                (tmp_path / root / split / c).mkdir(parents=True, exist_ok=True)
+                for i in range(2):
+                    (tmp_path / root / split / c / f"{i}.png").write_bytes(b"")
+        return expand(validate_config(raw, base_dir=tmp_path))
+
+    before, after = plans("data1", "cache1"), plans("data2", "cache2")
+    assert [p.trial_hash for p in before] == [p.trial_hash for p in after]
+    params = run_params(next(p for p in after if p.spec.method == "mtt"))
+    assert params["data.root"] == str(tmp_path / "data2") and params["method_config.buffer_dir"] == str(tmp_path / "cache2")
+    assert "root" not in str(sorted(k for k in params if k.startswith("data.") and k != "data.root"))
