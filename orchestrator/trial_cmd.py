@@ -107,7 +107,7 @@ class ProgressPrinter:
 
     def evaluate(self, arch: str, p: EvalProgress) -> None:
         eta = self._eta("eval:" + arch, p.done, p.total)
-        self._emit(f"[eval {arch}] {p.label()} ({p.done}/{p.total} model-epochs{eta})", p.done == p.total)
+        self._emit(f"[eval {arch}] {p.label()}{eta}", p.done == p.total)  # the ETA covers every model
 
 
 def main(args: argparse.Namespace) -> int:
