@@ -12,9 +12,7 @@ calibrated, because calibrating would build it: the estimate says so instead of 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import heapq
-import json
 import os
 from typing import Callable, Sequence
 
@@ -22,11 +20,10 @@ import torch
 
 from methods.distill.base import get_method
 from methods.estimate import TrialEstimate, estimate_trial
-from methods.trial import prepare_data
 
 from .config import SweepConfig
 from .eta import format_seconds
-from .grid import TrialPlan, identity
+from .grid import TrialPlan, trial_hash
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,10 +39,8 @@ class SweepEstimate:
 
 
 def shape_key(plan: TrialPlan) -> str:
-    """Trials that cost the same: identity without the seed (and with the per-trial thread count)."""
-    ident = {k: v for k, v in identity(plan.spec).items() if k != "seed"}
-    ident["threads"] = max(1, int(plan.resources.cpu))
-    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """Trials that cost the same: the trial hash with the seed fixed, and the per-trial thread count."""
+    return f"{trial_hash(dataclasses.replace(plan.spec, seed=0))}-{max(1, int(plan.resources.cpu))}"
 
 
 def concurrent_slots(config: SweepConfig, plans: Sequence[TrialPlan]) -> int:
@@ -92,7 +87,7 @@ def estimate_sweep(config: SweepConfig, plans: Sequence[TrialPlan], skip: set[st
                 by_shape[key] = reason
                 continue
             torch.set_num_threads(max(1, int(plan.resources.cpu)))
-            by_shape[key] = estimate_trial(plan.spec, device=device, data=prepare_data(plan.spec))
+            by_shape[key] = estimate_trial(plan.spec, device=device)
     finally:
         torch.set_num_threads(threads)
     per_trial = {p.trial_hash: e for p in todo if isinstance(e := by_shape[shape_key(p)], TrialEstimate)}

@@ -116,14 +116,12 @@ def main(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(not args.quiet)
     if choice.note and not args.quiet:
         print(choice.note, file=sys.stderr, flush=True)
-    estimate = None
+    estimate, data = None, None
     if not (args.quiet or args.no_estimate):
-        data = prepare_data(spec)
+        data = prepare_data(spec)  # loaded once for the calibration and the trial
         estimate = estimate_trial(spec, device=args.device, data=data, progress_callback=printer.distill)
         print(f"{estimate.describe(format_seconds)} on {resolve_device(args.device)}", file=sys.stderr, flush=True)
-        result = run_trial(spec, device=args.device, data=data, progress_callback=printer.distill, eval_callback=printer.evaluate)
-    else:
-        result = run_trial(spec, device=args.device, progress_callback=printer.distill, eval_callback=printer.evaluate)
+    result = run_trial(spec, device=args.device, data=data, progress_callback=printer.distill, eval_callback=printer.evaluate)
     summary = {**result.summary(), "budget": args.budget, "estimate": dataclasses.asdict(estimate) if estimate else None}
     if args.json:
         print(json.dumps(summary))
