@@ -1,29 +1,33 @@
-"""Preparatory jobs a sweep's methods share (e.g. MTT expert trajectories), run once per
-(key, index) as parallel Ray tasks before any trial starts, so no two trials build the same buffer
-and the experts of one buffer train in parallel."""
+"""Preparatory jobs a sweep's or a tuning run's methods share (e.g. MTT expert trajectories), run
+once per (key, index) as parallel Ray tasks before any trial starts, so no two trials build the same
+buffer and the experts of one buffer train in parallel. Sweep and tune call the same function with
+the (spec, resources) pairs of the trials they are about to run."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Iterable
 
 from methods.distill.base import PrepJob, get_method
+from methods.trial import TrialSpec
 
 from .config import Resources
 from .eta import PhaseETA, format_seconds
-from .grid import TrialPlan
+
+#: what a trial about to run needs prepared: its spec and the resources it runs with
+Need = tuple[TrialSpec, Resources]
 
 
-def collect_prep_jobs(plans: list[TrialPlan]) -> list[tuple[PrepJob, Resources]]:
+def collect_prep_jobs(needs: Iterable[Need]) -> list[tuple[PrepJob, Resources]]:
     """Unique jobs not done yet, deduplicated by (key, index) keeping the largest extent (e.g. the
     most expert epochs any trial reads), with the resources of a trial that needs them."""
     jobs: dict[tuple[str, int], tuple[PrepJob, Resources]] = {}
-    for plan in plans:
-        method = get_method(plan.spec.method)
-        for job in method.prep_jobs(plan.spec.dataset, plan.spec.data, plan.spec.resolved_method_config()):
+    for spec, resources in needs:
+        method = get_method(spec.method)
+        for job in method.prep_jobs(spec.dataset, spec.data, spec.resolved_method_config()):
             known = jobs.get((job.key, job.index))
             if (known is None or job.extent > known[0].extent) and not method.job_done(job):
-                jobs[(job.key, job.index)] = (job, plan.resources)
+                jobs[(job.key, job.index)] = (job, resources)
     return list(jobs.values())
 
 
@@ -37,11 +41,12 @@ def _run_job(job: PrepJob, device: str, threads: int) -> str:
     return job.description
 
 
-def run_prep_jobs(plans: list[TrialPlan], device: str) -> int:
-    """Build every missing shared artifact; raises (failing the sweep early) if one cannot be built."""
+def run_prep_jobs(needs: Iterable[Need], device: str) -> int:
+    """Build every missing shared artifact; raises (failing the sweep or tuning run early) if one
+    cannot be built."""
     import ray
 
-    todo = collect_prep_jobs(plans)
+    todo = collect_prep_jobs(needs)
     if not todo:
         return 0
     print(f"[prep] building {len(todo)} shared artifacts (e.g. expert trajectories) as parallel Ray tasks", flush=True)

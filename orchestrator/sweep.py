@@ -107,7 +107,7 @@ def _run_trials(config: SweepConfig, plans: list[TrialPlan], resume: bool, addre
         connect(address, config.num_cpus, config.num_gpus)
         from .prep import run_prep_jobs
 
-        run_prep_jobs(todo, config.device)
+        run_prep_jobs([(p.spec, p.resources) for p in todo], config.device)
         _run_tune(config, todo, plans, tracker, store, outcome, out)
 
     for p in plans:  # final pass: whatever finished is logged, whatever did not is a failure

@@ -80,6 +80,14 @@ def trial_spec(config: TuneConfig, cell: Cell, params: dict[str, Any]) -> TrialS
     )
 
 
+def prep_needs(config: TuneConfig, todo: list[Cell]) -> list[tuple[TrialSpec, Any]]:
+    """What the cells' trials need prepared (e.g. MTT's expert buffers on the training data minus
+    the validation split), from each cell's fixed params and its starting point: built once, as
+    parallel Ray tasks, before the first trial, exactly as a sweep does. A sampled value that changes
+    what is needed (e.g. a larger ``max_start_epoch``) extends or builds its buffer in the trial."""
+    return [(trial_spec(config, cell, cell.start_point() or {}), config.resources) for cell in todo]
+
+
 def params_hash(cell: Cell, params: dict[str, Any]) -> str:
     blob = json.dumps({"cell": cell.label, "params": params}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -194,6 +202,9 @@ def _run_cells(config: TuneConfig, todo: list[Cell], storage: Any, tracker: Swee
     from .raycluster import connect
 
     connect(address, config.num_cpus, config.num_gpus)
+    from .prep import run_prep_jobs
+
+    run_prep_jobs(prep_needs(config, todo), config.device)
     out_dir = Path(config.storage_path) / config.name / "tuning"
     out_dir.mkdir(parents=True, exist_ok=True)
     outcomes = []

@@ -262,3 +262,27 @@ def test_asha_stopped_trials_are_pruned_in_optuna(tmp_path, local_ray, monkeypat
     assert study.best_trial.state == optuna.trial.TrialState.COMPLETE
     runs = tune_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "asha")
     assert sum(r.data.tags["distillery.early_stopped"] == "true" for r in runs) == len(pruned)
+
+
+def test_tuning_prepares_expert_buffers_like_a_sweep(tmp_path):
+    """An MTT cell's trials need the experts on the training data minus the validation split; the
+    tuning driver hands the same jobs to the sweep's parallel prep (no Ray needed to list them), and
+    a cell of a method without preparation adds none."""
+    from orchestrator.prep import collect_prep_jobs
+    from orchestrator.tuning import prep_needs
+
+    mtt = {"params": {"iterations": 2, "num_experts": 2, "expert_epochs": 1, "max_start_epoch": 1, "syn_steps": 2,
+                      "width": 8, "buffer_dir": str(tmp_path / "experts")},
+           "space": {"lr_img": {"type": "float", "low": 10.0, "high": 1000.0, "log": True}}}
+    path = tiny_tune("mttprep", tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["methods"]["mtt"] = mtt
+    path.write_text(yaml.safe_dump(raw))
+    config = load_tune_config(path, base_dir=tmp_path)
+    needs = prep_needs(config, cells(config))
+    assert [spec.method for spec, _ in needs] == ["dm", "mtt"]
+    assert all(spec.data.validation_per_class == VAL for spec, _ in needs)
+    jobs = collect_prep_jobs(needs)
+    assert sorted(j.index for j, _ in jobs) == [0, 1] and {j.method for j, _ in jobs} == {"mtt"}
+    data = jobs[0][0].load_data()
+    assert data.eval_split == "validation" and len(data.train_y) == len(load_dataset("digits").train_y) - VAL * 10
