@@ -158,7 +158,7 @@ def test_resume_state_is_checked(tiny_data):
 
 def test_published_defaults():
     dc = get_method("dc").make_config("cifar10", 10)
-    assert (dc.outer_loop, dc.inner_loop, dc.iterations, dc.lr_img, dc.lr_net, dc.batch_real, dc.init, dc.dsa) == (10, 50, 1000, 0.1, 0.01, 256, "noise", False)
+    assert (dc.outer_loop, dc.inner_loop, dc.iterations, dc.lr_img, dc.lr_net, dc.batch_real, dc.init, dc.dsa) == (10, 50, 1000, 0.1, 0.01, 256, "real", False)
     assert [loops_for(i) for i in (1, 10, 20, 30, 40, 50)] == [(1, 1), (10, 50), (20, 25), (30, 20), (40, 15), (50, 10)]
     assert loops_for(5) == (5, 23) and loops_for(100) == (50, 10)
     dsa = get_method("dsa").make_config("cifar10", 1)

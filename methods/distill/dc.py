@@ -58,7 +58,10 @@ class DCConfig(SynthConfig):
     iterations: int = 1000
     lr_img: float = 0.1
     batch_real: int = 256
-    init: str = "noise"
+    # real, not the DC code's default noise: from noise, a short budget at IPC 10 leaves the set below
+    # random real images (digits IPC 10, 10 iterations: 92.6 % from noise, 98.3 % from real, random
+    # 95.5 %); DSA, DM, DataDAM and MTT all start from real images (docs/methods.md)
+    init: str = "real"
     dsa: bool = False
     outer_loop: int = 0  # image updates per iteration (0 = the reference's value for the IPC)
     inner_loop: int = 0  # network epochs on the synthetic set between them (0 = by IPC)
