@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # distillery without installing it (a GPU box)
 
 import torch  # noqa: E402
 
-from methods.aug import dsa as dsa_mod  # noqa: E402
-from methods.data import DatasetOptions, load_dataset  # noqa: E402
-from methods.distill import get_method  # noqa: E402
+from distillery.methods.aug import dsa as dsa_mod  # noqa: E402
+from distillery.methods.data import DatasetOptions, load_dataset  # noqa: E402
+from distillery.methods.distill import get_method  # noqa: E402
 
 FOLDERS = {"cifar10": "cifar10-jpeg", "mnist": "mnist-png", "fashionmnist": "fashionmnist-png"}
 

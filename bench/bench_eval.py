@@ -24,12 +24,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # distillery without installing it (a GPU box)
 
 import torch  # noqa: E402
 
-from methods.data import DatasetOptions, load_dataset  # noqa: E402
-from methods.distill import get_method  # noqa: E402
-from methods.eval import EvalConfig, evaluate_synset  # noqa: E402
+from distillery.methods.data import DatasetOptions, load_dataset  # noqa: E402
+from distillery.methods.distill import get_method  # noqa: E402
+from distillery.methods.eval import EvalConfig, evaluate_synset  # noqa: E402
 
 CPU = torch.device("cpu")
 

@@ -25,13 +25,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # distillery without installing it (a GPU box)
 
 import torch  # noqa: E402
 
-from methods.data import DatasetOptions, load_dataset  # noqa: E402
-from methods.distill import get_method  # noqa: E402
-from methods.distill.mtt import ExpertBuffer  # noqa: E402
-from methods.distill.mtt.buffer import build_expert_net, train_expert_epochs  # noqa: E402
+from distillery.methods.data import DatasetOptions, load_dataset  # noqa: E402
+from distillery.methods.distill import get_method  # noqa: E402
+from distillery.methods.distill.mtt import ExpertBuffer  # noqa: E402
+from distillery.methods.distill.mtt.buffer import build_expert_net, train_expert_epochs  # noqa: E402
 
 BEFORE_EXPERTS, BEFORE_EPOCHS = 100, 50
 CIFAR_TRAIN = 50_000

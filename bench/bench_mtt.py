@@ -29,18 +29,19 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # distillery without installing it (a GPU box)
 
 import torch  # noqa: E402
 
 from bench.memory import reset_peak, status_kb  # noqa: E402
 
-from methods.data import DatasetOptions, dataset_fingerprint, load_dataset  # noqa: E402
-from methods.aug import DiffAug, apply_transforms  # noqa: E402
-from methods.distill import get_method  # noqa: E402
-from methods.distill.mtt.buffer import build_expert_net  # noqa: E402
-from methods.distill.mtt.matching import FlatNet, matching_grads, plan_steps, saved_tensor_peak  # noqa: E402
-from methods.eval import EvalConfig, evaluate_synset  # noqa: E402
-from methods.utils.seeding import generator  # noqa: E402
+from distillery.methods.data import DatasetOptions, dataset_fingerprint, load_dataset  # noqa: E402
+from distillery.methods.aug import DiffAug, apply_transforms  # noqa: E402
+from distillery.methods.distill import get_method  # noqa: E402
+from distillery.methods.distill.mtt.buffer import build_expert_net  # noqa: E402
+from distillery.methods.distill.mtt.matching import FlatNet, matching_grads, plan_steps, saved_tensor_peak  # noqa: E402
+from distillery.methods.eval import EvalConfig, evaluate_synset  # noqa: E402
+from distillery.methods.utils.seeding import generator  # noqa: E402
 
 CPU = torch.device("cpu")
 

@@ -26,6 +26,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "src"))
 
 
 def sweep_config(name: str, trials: int, iterations: int, epochs: int, cpu: int) -> dict:
@@ -43,10 +44,10 @@ def sweep_config(name: str, trials: int, iterations: int, epochs: int, cpu: int)
 
 
 def run_loop(cfg: dict, workdir: Path) -> tuple[float, list[float]]:
-    from orchestrator.config import validate_config
-    from orchestrator.grid import expand
-    from methods.data import load_dataset
-    from methods.trial import run_trial
+    from distillery.orchestrator.config import validate_config
+    from distillery.orchestrator.grid import expand
+    from distillery.methods.data import load_dataset
+    from distillery.methods.trial import run_trial
 
     torch.set_num_threads(2)
     plans = expand(validate_config(cfg, base_dir=workdir))
@@ -65,7 +66,7 @@ def run_sweep(cfg: dict, workdir: Path) -> tuple[float, list[dict]]:
     path.write_text(yaml.safe_dump(cfg))
     t0 = time.perf_counter()
     start_wall = time.time()
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "sweep", str(path)], cwd=workdir, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "distillery.orchestrator.cli", "sweep", str(path)], cwd=workdir, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"sweep failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")

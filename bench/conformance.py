@@ -27,15 +27,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # distillery without installing it (a GPU box)
 
 import torch  # noqa: E402
 
 from bench.memory import reset_peak, status_kb  # noqa: E402
 
-from methods.data import DatasetOptions  # noqa: E402
-from methods.distill.base import METHODS, Progress  # noqa: E402
-from methods.distill import load_all  # noqa: E402,F401  (registers every method)
-from methods.trial import TrialSpec, run_trial  # noqa: E402
+from distillery.methods.data import DatasetOptions  # noqa: E402
+from distillery.methods.distill.base import METHODS, Progress  # noqa: E402
+from distillery.methods.distill import load_all  # noqa: E402,F401  (registers every method)
+from distillery.methods.trial import TrialSpec, run_trial  # noqa: E402
 
 #: (dataset name, ImageFolder folder under --data-root or None for bundled data)
 DATASETS = {"digits": None, "mnist": "mnist-png", "fashionmnist": "fashionmnist-png", "cifar10": "cifar10-jpeg"}

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from methods.data.base import ImageData
+from distillery.methods.data.base import ImageData
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

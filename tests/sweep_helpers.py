@@ -43,7 +43,7 @@ def cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: 
     full_env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     full_env.update({"PYTHONUNBUFFERED": "1", **(env or {})})
     return subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "distillery.orchestrator.cli", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
     )
 
 

@@ -16,10 +16,10 @@ torch = pytest.importorskip("torch")
 
 from mlflow import MlflowClient  # noqa: E402
 
-from analysis.cli import add_analyze_parser, analyze_main, main  # noqa: E402
-from analysis.errors import AnalysisError, NoFinishedTrialsError, UnknownExperimentError  # noqa: E402
-from analysis.load import load_mlflow, load_tune_dir, per_model_metrics  # noqa: E402
-from analysis.report import run_analysis  # noqa: E402
+from distillery.analysis.cli import add_analyze_parser, analyze_main, main  # noqa: E402
+from distillery.analysis.errors import AnalysisError, NoFinishedTrialsError, UnknownExperimentError  # noqa: E402
+from distillery.analysis.load import load_mlflow, load_tune_dir, per_model_metrics  # noqa: E402
+from distillery.analysis.report import run_analysis  # noqa: E402
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 PATTERN = np.linspace(-1.5, 1.5, len(CLASSES))  # fixed easy-to-hard class ordering

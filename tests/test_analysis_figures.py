@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.aggregate import aggregate
-from analysis.figures import _display_images, fig_metric_vs_ipc, fig_synthetic_grid, save_figure
-from analysis.load import models_from_per_class
+from distillery.analysis.aggregate import aggregate
+from distillery.analysis.figures import _display_images, fig_metric_vs_ipc, fig_synthetic_grid, save_figure
+from distillery.analysis.load import models_from_per_class
 
 
 def test_display_images_uses_mean_std_else_min_max():

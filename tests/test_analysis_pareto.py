@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.pareto import hypervolume, pareto_mask, pareto_table
+from distillery.analysis.pareto import hypervolume, pareto_mask, pareto_table
 
 
 def _brute_front(points, senses):

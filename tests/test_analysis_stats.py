@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.aggregate import aggregate, baseline_for
-from analysis.fits import CURVE_MODELS, fit_all, fit_curve, tradeoff_curve
-from analysis.load import models_from_per_class, per_model_metrics, to_long
-from analysis.trend import trend_test
+from distillery.analysis.aggregate import aggregate, baseline_for
+from distillery.analysis.fits import CURVE_MODELS, fit_all, fit_curve, tradeoff_curve
+from distillery.analysis.load import models_from_per_class, per_model_metrics, to_long
+from distillery.analysis.trend import trend_test
 
 
 def _trial_frame(run_id, method, ipc, seed, accs, arch="ConvNet", full=False):
@@ -153,7 +153,7 @@ def test_trend_detects_decrease_and_insufficient_levels():
 
 
 def test_mixed_verdicts_say_what_each_test_found():
-    from analysis.trend import what_tests_found
+    from distillery.analysis.trend import what_tests_found
 
     same_way = what_tests_found(True, 0.4, -0.001, 0.02, 0.95)  # both lean up, only the rank test is significant
     assert same_way == "the rank test finds a significant increase, the slope's 95% bootstrap CI includes 0"
@@ -173,7 +173,7 @@ def test_trend_reports_an_effect_size_with_a_ci():
 
 
 def test_holm_adjustment_and_its_use_in_the_verdict():
-    from analysis.trend import holm
+    from distillery.analysis.trend import holm
 
     adj = holm([0.01, 0.04, np.nan, 0.03])
     assert np.allclose(adj[[0, 3, 1]], [0.03, 0.06, 0.06]) and np.isnan(adj[2])  # 3 tests: 3p, 2p (running max), 1p
@@ -202,7 +202,7 @@ def test_verdict_false_positive_rate_under_a_null_stays_at_alpha():
 
 
 def test_trend_all_corrects_over_series_and_relates_to_the_baseline():
-    from analysis.trend import trend_all
+    from distillery.analysis.trend import trend_all
 
     frames = []
     for method, slope in (("a", 4e-4), ("b", 0.0), ("c", 0.0)):

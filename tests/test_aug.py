@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from methods.aug import (
+from distillery.methods.aug import (
     DEFAULT_STRATEGY,
     FAMILIES,
     FLIP_FREE_STRATEGY,
@@ -21,8 +21,8 @@ from methods.aug import (
     parse_strategy,
     to_pixels,
 )
-from methods.data.base import ImageData
-from methods.errors import UserError
+from distillery.methods.data.base import ImageData
+from distillery.methods.errors import UserError
 
 
 def gen(seed: int) -> torch.Generator:

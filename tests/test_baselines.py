@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from methods.distill import get_method
-from methods.distill.baselines import herding_select
-from methods.errors import UserError
-from methods.registry import UnknownNameError
+from distillery.methods.distill import get_method
+from distillery.methods.distill.baselines import herding_select
+from distillery.methods.errors import UserError
+from distillery.methods.registry import UnknownNameError
 
 
 def test_random_is_seeded_per_class_real_images(tiny_data):

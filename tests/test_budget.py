@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from methods.budget import QUICK_ITERATIONS, apply_budget
-from methods.errors import UserError
-from methods.trial import TrialSpec
+from distillery.methods.budget import QUICK_ITERATIONS, apply_budget
+from distillery.methods.errors import UserError
+from distillery.methods.trial import TrialSpec
 
 
 def test_quick_budget_lowers_only_iterations_the_user_did_not_set():
@@ -27,7 +27,7 @@ def test_quick_budget_lowers_only_iterations_the_user_did_not_set():
 
 
 def test_trial_prints_its_budget_and_estimate_before_it_starts(capsys):
-    from orchestrator.cli import main
+    from distillery.orchestrator.cli import main
 
     rc = main(["trial", "--method", "dm", "--ipc", "1", "--models", "2", "--epochs", "3", "--device", "cpu", "--json",
                "--set", "net_width=8", "--set", "net_depth=2", "--set", "net.convnet.width=8",
@@ -47,9 +47,9 @@ def test_trial_prints_its_budget_and_estimate_before_it_starts(capsys):
 
 def test_estimate_scales_with_the_trials_size():
     """Ten times the iterations, a thousand times the epochs: estimates that grow with them (same calibration)."""
-    from methods.estimate import estimate_trial
-    from methods.eval import EvalConfig
-    from methods.trial import with_overrides
+    from distillery.methods.estimate import estimate_trial
+    from distillery.methods.eval import EvalConfig
+    from distillery.methods.trial import with_overrides
 
     base = with_overrides(TrialSpec(dataset="digits", method="dm", ipc=1, n_models=1, eval=EvalConfig(epochs=4, dsa=False)),
                           {"net_width": "8", "net_depth": "2", "net.convnet.width": "8", "iterations": "10",

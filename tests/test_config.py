@@ -3,9 +3,9 @@
 import pytest
 import yaml
 
-from methods.errors import UserError
-from orchestrator.config import load_config, validate_config
-from orchestrator.grid import expand, trial_hash
+from distillery.methods.errors import UserError
+from distillery.orchestrator.config import load_config, validate_config
+from distillery.orchestrator.grid import expand, trial_hash
 from tests.sweep_helpers import cli, tiny_sweep, write_config
 
 
@@ -130,7 +130,7 @@ _DRY_RUN_CASES = [
 
 @pytest.mark.parametrize("change,sets,expected", _DRY_RUN_CASES, ids=[c[2][:40] for c in _DRY_RUN_CASES])
 def test_dry_run_exits_2_naming_the_field(tmp_path, capsys, change, sets, expected):
-    from orchestrator.cli import main
+    from distillery.orchestrator.cli import main
 
     path = write_config(tmp_path, {**tiny_sweep("bad"), **change})
     argv = ["sweep", str(path), "--dry-run", *[a for s in sets for a in ("--set", s)]]
@@ -159,7 +159,7 @@ def test_file_uri_storage_path_and_tracking_uri_precedence(tmp_path, monkeypatch
 
 def test_class_counts_come_from_file_names_without_decoding(tmp_path):
     """The IPC check on an ImageFolder tree counts files: an undecodable image does not matter."""
-    from methods.data import DatasetOptions, train_class_counts
+    from distillery.methods.data import DatasetOptions, train_class_counts
 
     for split, n in (("train", 3), ("test", 1)):
         for c in ("a", "b"):
@@ -178,9 +178,9 @@ def test_each_cell_records_a_trial_command_that_reproduces_it(tmp_path, name):
     import dataclasses
     import shlex
 
-    from methods.data import resolve_options
-    from orchestrator.cli import build_parser
-    from orchestrator.trial_cmd import spec_from_args
+    from distillery.methods.data import resolve_options
+    from distillery.orchestrator.cli import build_parser
+    from distillery.orchestrator.trial_cmd import spec_from_args
     from tests.sweep_helpers import REPO
 
     plans = expand(load_config(REPO / "configs" / name, base_dir=tmp_path))
@@ -195,7 +195,7 @@ def test_each_cell_records_a_trial_command_that_reproduces_it(tmp_path, name):
 
 def test_full_data_run_params_say_all_not_the_placeholder_ipc(tmp_path):
     """The full-data baseline's identity holds ipc 1 (ignored); its MLflow param says 'all'."""
-    from orchestrator.sweep import run_params
+    from distillery.orchestrator.sweep import run_params
 
     plans = expand(validate_config({**tiny_sweep("fullp"), "full_baseline": {"enabled": True}}, base_dir=tmp_path))
     full = [p for p in plans if p.full_data]
@@ -205,7 +205,7 @@ def test_full_data_run_params_say_all_not_the_placeholder_ipc(tmp_path):
 
 def test_quickstart_has_enough_ipc_values_for_every_trade_off_curve(tmp_path):
     """The README's main job exists to show the trade-off curve: every registered curve model must fit."""
-    from analysis.fits import CURVE_MODELS
+    from distillery.analysis.fits import CURVE_MODELS
     from tests.sweep_helpers import REPO
 
     config = load_config(REPO / "configs" / "quickstart.yaml", base_dir=tmp_path)
@@ -214,7 +214,7 @@ def test_quickstart_has_enough_ipc_values_for_every_trade_off_curve(tmp_path):
 
 def test_relative_method_paths_are_made_absolute_once_on_the_driver(tmp_path, monkeypatch):
     """A relative MTT buffer_dir means the driver's folder, not each Tune worker's own cwd."""
-    from orchestrator.tune_config import validate_tune_config
+    from distillery.orchestrator.tune_config import validate_tune_config
 
     raw = {**tiny_sweep("paths"), "methods": {"mtt": {"params": {"iterations": 2, "buffer_dir": "experts"},
                                                       "per_ipc": {2: {"buffer_dir": "experts2"}}}}}
@@ -232,7 +232,7 @@ def test_relative_method_paths_are_made_absolute_once_on_the_driver(tmp_path, mo
 
 def test_moving_data_or_caches_keeps_every_trial_hash(tmp_path):
     """Identity is what determines the result, not where files live; the locations stay in the params."""
-    from orchestrator.sweep import run_params
+    from distillery.orchestrator.sweep import run_params
 
     def plans(root: str, buffers: str):
         raw = {**tiny_sweep("moved"), "datasets": [{"name": "imagefolder", "root": root}],

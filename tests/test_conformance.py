@@ -14,9 +14,9 @@ import dataclasses
 
 import pytest
 
-from methods.distill.base import METHODS
-from methods.distill import load_all  # noqa: F401  (registers every method)
-from methods.trial import TrialSpec, run_trial
+from distillery.methods.distill.base import METHODS
+from distillery.methods.distill import load_all  # noqa: F401  (registers every method)
+from distillery.methods.trial import TrialSpec, run_trial
 
 QUICK_ITERATIONS = 40
 MODELS = 2

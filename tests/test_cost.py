@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 
-from orchestrator.config import validate_config
-from orchestrator.cost import _simulate, concurrent_slots, estimate_sweep, shape_key
-from orchestrator.grid import expand
+from distillery.orchestrator.config import validate_config
+from distillery.orchestrator.cost import _simulate, concurrent_slots, estimate_sweep, shape_key
+from distillery.orchestrator.grid import expand
 from tests.sweep_helpers import cli, tiny_sweep, write_config
 
 

@@ -14,11 +14,11 @@ import scipy.io
 import torch
 from PIL import Image
 
-from methods.data import DATASETS, DatasetOptions, ImageData, dataset_fingerprint, dataset_names, load_dataset
-from methods.data import cache as cache_mod
-from methods.data import formats, imagefolder, torchvision_sets
-from methods.errors import UserError
-from methods.registry import UnknownNameError
+from distillery.methods.data import DATASETS, DatasetOptions, ImageData, dataset_fingerprint, dataset_names, load_dataset
+from distillery.methods.data import cache as cache_mod
+from distillery.methods.data import formats, imagefolder, torchvision_sets
+from distillery.methods.errors import UserError
+from distillery.methods.registry import UnknownNameError
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -262,7 +262,7 @@ def test_imagefolder_grayscale_stays_one_channel(tmp_path: Path) -> None:
 def test_named_dataset_read_from_an_imagefolder_tree(tmp_path: Path) -> None:
     """format: imagefolder keeps the dataset's name, so its per-dataset defaults apply (e.g. no
     DSA flip for mnist), and its identity differs from the torchvision files'."""
-    from methods.aug import default_strategy
+    from distillery.methods.aug import default_strategy
 
     write_imagefolder(tmp_path / "m", classes=tuple(str(d) for d in range(3)), mode="L", size=28)
     d = load_dataset("mnist", _opts(tmp_path / "m", format="imagefolder"))
@@ -433,7 +433,7 @@ def test_default_dataset_with_default_network_is_not_degenerate() -> None:
     default dataset with default options (it did at native 8x8)."""
     import warnings
 
-    from methods.nets import build_network
+    from distillery.methods.nets import build_network
 
     d = load_dataset("digits")
     with warnings.catch_warnings():
@@ -473,7 +473,7 @@ def test_concurrent_misses_build_once(tmp_path: Path) -> None:
     import threading
     import time
 
-    from methods.data.source import RawSplits
+    from distillery.methods.data.source import RawSplits
 
     raw = RawSplits(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]),
                     torch.zeros(1, 1, 4, 4, dtype=torch.uint8), torch.tensor([1]), ("a", "b"))
@@ -495,7 +495,7 @@ def test_concurrent_misses_build_once(tmp_path: Path) -> None:
 
 
 def test_resolve_options_pins_paths_for_workers(tmp_path: Path) -> None:
-    from methods.data import resolve_options
+    from distillery.methods.data import resolve_options
 
     opts = resolve_options("cifar10", DatasetOptions(root="rel", cache_dir="c"))
     assert opts.root == str(tmp_path / "rel") and opts.cache_dir == str(tmp_path / "c")

@@ -3,8 +3,8 @@ import dataclasses
 import pytest
 import torch
 
-from methods.distill.base import SyntheticSet
-from methods.eval import EvalConfig, evaluate_synset
+from distillery.methods.distill.base import SyntheticSet
+from distillery.methods.eval import EvalConfig, evaluate_synset
 from tests.conftest import make_tiny_data
 
 
@@ -28,7 +28,7 @@ def test_vectorized_equals_separate_trainings(dsa):
 
 def test_vectorized_final_weights_equal_separate(monkeypatch):
     """Stronger than equal accuracies: the trained parameters themselves agree."""
-    from methods.eval import protocol
+    from distillery.methods.eval import protocol
 
     captured = {}
     for name in ("_train_vectorized", "_train_sequential"):

@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from methods.distill import get_method
-from methods.distill.dc import loops_for
-from methods.distill.init import initial_images
-from methods.distill.matching import attention_map, gradient_distance, layer_distance, mean_distance
-from methods.errors import UserError
+from distillery.methods.distill import get_method
+from distillery.methods.distill.dc import loops_for
+from distillery.methods.distill.init import initial_images
+from distillery.methods.distill.matching import attention_map, gradient_distance, layer_distance, mean_distance
+from distillery.methods.errors import UserError
 
 CPU = torch.device("cpu")
 METHODS = ("dc", "dsa", "dm", "datadam")
@@ -206,7 +206,7 @@ def test_batchnorm_networks_run(tiny_data):
 
 
 def test_cli_trial_dm(capsys):
-    from orchestrator.cli import main
+    from distillery.orchestrator.cli import main
 
     rc = main([
         "trial", "--dataset", "digits", "--method", "dm", "--ipc", "1", "--models", "2", "--epochs", "3",
@@ -220,7 +220,7 @@ def test_cli_trial_dm(capsys):
 
 
 def test_cli_reports_bad_option(capsys):
-    from orchestrator.cli import main
+    from distillery.orchestrator.cli import main
 
     rc = main(["trial", "--dataset", "digits", "--method", "dc", "--ipc", "1", "--set", "lr_img=abc", "--quiet"])
     assert rc == 2 and "lr_img" in capsys.readouterr().err

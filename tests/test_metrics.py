@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.metrics import confusion_matrix
 
-from methods.metrics import aggregate_models, confusion_per_class_accuracy, fairness_metrics, per_class_accuracy
+from distillery.methods.metrics import aggregate_models, confusion_per_class_accuracy, fairness_metrics, per_class_accuracy
 
 
 def test_hand_computed_metrics():

@@ -11,14 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from methods.aug import DiffAug
-from methods.distill import get_method
-from methods.distill.mtt import buffer as buffer_mod
-from methods.distill.mtt import ExpertBuffer, ExpertJob, FlatNet, MTTConfig, matching_grads, plan_steps, table_row
-from methods.distill.mtt.buffer import ExpertSpec
-from methods.errors import UserError
-from methods.nets import build_network
-from methods.utils.seeding import generator
+from distillery.methods.aug import DiffAug
+from distillery.methods.distill import get_method
+from distillery.methods.distill.mtt import buffer as buffer_mod
+from distillery.methods.distill.mtt import ExpertBuffer, ExpertJob, FlatNet, MTTConfig, matching_grads, plan_steps, table_row
+from distillery.methods.distill.mtt.buffer import ExpertSpec
+from distillery.methods.errors import UserError
+from distillery.methods.nets import build_network
+from distillery.methods.utils.seeding import generator
 
 CPU = torch.device("cpu")
 
@@ -127,7 +127,7 @@ def test_constant_memory_gradients_equal_unrolled():
 
 
 def test_constant_memory_modes_keep_one_step_of_graph():
-    from methods.distill.mtt.matching import saved_tensor_peak
+    from distillery.methods.distill.mtt.matching import saved_tensor_peak
 
     peaks = {}
     for mode in ("unrolled", "tesla", "tesla_exact"):
@@ -238,8 +238,8 @@ def test_interrupted_expert_resumes_to_the_same_trajectory(tmp_path, tiny_data, 
 
 
 def test_prep_jobs_build_the_buffer_distill_uses(tmp_path, count_training):
-    from methods.data import DatasetOptions
-    from methods.trial import TrialSpec, prepare_data
+    from distillery.methods.data import DatasetOptions
+    from distillery.methods.trial import TrialSpec, prepare_data
 
     m = get_method("mtt")
     cfg = m.make_config("digits", 1, {**TINY, "buffer_dir": str(tmp_path / "experts")})
@@ -308,7 +308,7 @@ def test_memory_modes_distill_to_the_same_set(tmp_path, tiny_data):
 
 
 def test_trial_cli_runs_mtt(tmp_path, capsys):
-    from orchestrator.cli import main
+    from distillery.orchestrator.cli import main
 
     sets = [f"{k}={v}" for k, v in TINY.items()] + [f"buffer_dir={tmp_path / 'experts'}", "iterations=2", "net.convnet.width=8",
                                                   "data.subset_per_class=10", "data.test_subset_per_class=10"]
@@ -327,7 +327,7 @@ def test_trial_cli_runs_mtt(tmp_path, capsys):
 
 
 def test_automatic_expert_count_and_length():
-    from methods.distill.mtt.method import auto_num_experts
+    from distillery.methods.distill.mtt.method import auto_num_experts
 
     m = get_method("mtt")
     c = m.make_config("cifar10", 1)
@@ -364,7 +364,7 @@ def test_experts_extend_to_the_bits_of_an_uninterrupted_build(tmp_path, tiny_dat
     short.ensure(1, tiny_data, CPU)
     assert count_training == []
     # the epochs are not part of the key: every trial of a dataset shares one buffer
-    from methods.distill.mtt import buffer_key
+    from distillery.methods.distill.mtt import buffer_key
 
     assert buffer_key("d", (), spec) == buffer_key("d", (), dataclasses.replace(spec, epochs=50))
 

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from methods.errors import UserError
-from methods.nets import build_network, count_parameters
-from methods.registry import UnknownNameError
+from distillery.methods.errors import UserError
+from distillery.methods.nets import build_network, count_parameters
+from distillery.methods.registry import UnknownNameError
 
 
 @pytest.mark.parametrize(

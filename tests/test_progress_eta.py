@@ -6,10 +6,10 @@ import io
 
 import pytest
 
-from methods.distill.base import Progress
-from methods.eval import EvalProgress
-from orchestrator.eta import PhaseETA, format_seconds
-from orchestrator.trial_cmd import ProgressPrinter
+from distillery.methods.distill.base import Progress
+from distillery.methods.eval import EvalProgress
+from distillery.orchestrator.eta import PhaseETA, format_seconds
+from distillery.orchestrator.trial_cmd import ProgressPrinter
 
 
 def test_eta_is_exact_at_a_constant_rate_and_smoothed_after_a_slow_step() -> None:
@@ -44,7 +44,7 @@ def test_printed_commands_run_without_an_activated_venv(monkeypatch):
     import sys
     from pathlib import Path
 
-    from orchestrator.commands import command, tool
+    from distillery.orchestrator.commands import command, tool
 
     venv_bin = Path(sys.executable).parent
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
@@ -58,7 +58,7 @@ def test_printed_commands_run_without_an_activated_venv(monkeypatch):
 def test_trial_help_describes_the_command_and_its_defaults(capsys):
     import pytest
 
-    from orchestrator.cli import main
+    from distillery.orchestrator.cli import main
 
     with pytest.raises(SystemExit):
         main(["trial", "--help"])
@@ -69,7 +69,7 @@ def test_trial_help_describes_the_command_and_its_defaults(capsys):
 
 
 def test_summary_table_labels_its_columns_and_uses_the_reports_unit():
-    from orchestrator.progress import summary_table
+    from distillery.orchestrator.progress import summary_table
 
     models = [{"mean_acc": 0.9, "class_var": 0.0025}, {"mean_acc": 0.8, "class_var": 0.0035}]
     record = {"ipc": 10, "summary": {"dataset": "digits", "method": "dm", "archs": {"convnet": {"per_model": models}}}}
@@ -84,9 +84,9 @@ def test_evaluation_reports_which_model_is_training():
     """The protocol's epoch callback names the model (sequential) or says all train together."""
     import torch
 
-    from methods.data.base import ImageData
-    from methods.distill.base import SyntheticSet
-    from methods.eval import EvalConfig, evaluate_synset
+    from distillery.methods.data.base import ImageData
+    from distillery.methods.distill.base import SyntheticSet
+    from distillery.methods.eval import EvalConfig, evaluate_synset
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(20, 1, 8, 8, generator=g), torch.arange(20) % 2

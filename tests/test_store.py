@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from methods.data import load_dataset
-from methods.distill.base import Progress, get_method
-from orchestrator.store import TrialStore
+from distillery.methods.data import load_dataset
+from distillery.methods.distill.base import Progress, get_method
+from distillery.orchestrator.store import TrialStore
 
 
 class _Payload:

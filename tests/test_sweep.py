@@ -21,10 +21,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from orchestrator.cli import main as cli_main
-from orchestrator.config import validate_config
-from orchestrator.store import TrialStore
-from orchestrator.sweep import run_sweep
+from distillery.orchestrator.cli import main as cli_main
+from distillery.orchestrator.config import validate_config
+from distillery.orchestrator.store import TrialStore
+from distillery.orchestrator.sweep import run_sweep
 from tests.sweep_helpers import cli, tiny_sweep, trial_runs, write_config
 
 RAY = str(Path(sys.executable).parent / "ray")
@@ -61,7 +61,7 @@ def ray_head(tmp_path_factory):
 @pytest.fixture
 def joined(ray_head, tmp_path, monkeypatch):
     """An in-process driver connected to the head (what --address does)."""
-    from orchestrator.raycluster import connect
+    from distillery.orchestrator.raycluster import connect
 
     monkeypatch.chdir(tmp_path)  # default paths (mlflow.db, distillery-runs) resolve against the cwd
     connect(ray_head)
@@ -225,7 +225,7 @@ def test_sigkill_driver_then_resume(tmp_path, ray_head):
     path = write_config(tmp_path, raw)
     store = TrialStore(tmp_path / "distillery-runs", "killed")
     env = {"RAY_ADDRESS": ray_head}
-    driver = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "sweep", str(path)], cwd=tmp_path,
+    driver = subprocess.Popen([sys.executable, "-m", "distillery.orchestrator.cli", "sweep", str(path)], cwd=tmp_path,
                               env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def partial_with_checkpoint() -> list[str]:

@@ -16,12 +16,12 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from methods.data import DatasetOptions, dataset_fingerprint, load_dataset
-from methods.trial import run_trial
-from orchestrator.cli import main as cli_main
-from orchestrator.config import load_config
-from orchestrator.tune_config import load_tune_config
-from orchestrator.tuning import cells, run_in_rungs, trial_spec
+from distillery.methods.data import DatasetOptions, dataset_fingerprint, load_dataset
+from distillery.methods.trial import run_trial
+from distillery.orchestrator.cli import main as cli_main
+from distillery.orchestrator.config import load_config
+from distillery.orchestrator.tune_config import load_tune_config
+from distillery.orchestrator.tuning import cells, run_in_rungs, trial_spec
 from tests.sweep_helpers import REPO
 
 VAL = 20
@@ -120,7 +120,7 @@ def test_bad_tuning_configs_exit_2_naming_the_field(tmp_path, capsys, change, fi
 def local_ray():
     import ray
 
-    from orchestrator.raycluster import connect
+    from distillery.orchestrator.raycluster import connect
 
     if ray.is_initialized():
         ray.shutdown()
@@ -179,7 +179,7 @@ def test_tuning_improves_on_a_poor_start_and_resume_adds_to_the_study(tmp_path, 
 
 
 def test_multi_objective_reports_the_pareto_set_and_its_sweep_yaml_runs(tmp_path, local_ray, monkeypatch):
-    from orchestrator.sweep import run_sweep
+    from distillery.orchestrator.sweep import run_sweep
 
     monkeypatch.chdir(tmp_path)
     path = tiny_tune("pareto", tmp_path, objectives=["mean_acc", "class_var"], trials=6,
@@ -204,7 +204,7 @@ def test_multi_objective_reports_the_pareto_set_and_its_sweep_yaml_runs(tmp_path
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_validate(path, tmp_path):
     """Every YAML in configs/ is a valid sweep or tuning config (the study grids included)."""
-    from orchestrator.grid import expand
+    from distillery.orchestrator.grid import expand
 
     raw = yaml.safe_load(path.read_text())
     if any("space" in (m or {}) for m in raw["methods"].values()):
@@ -222,8 +222,8 @@ def test_shipped_configs_validate(path, tmp_path):
 def test_resume_closes_what_a_killed_driver_left_running(tmp_path):
     """A killed driver leaves an Optuna trial and an MLflow run RUNNING: resuming records both as
     failed with the reason and reuses neither (no Ray needed to set the scene)."""
-    from orchestrator.tracking import SweepTracker
-    from orchestrator.tuning import INTERRUPTED, close_interrupted_runs, prepare_study
+    from distillery.orchestrator.tracking import SweepTracker
+    from distillery.orchestrator.tuning import INTERRUPTED, close_interrupted_runs, prepare_study
 
     config = load_tune_config(tiny_tune("killed", tmp_path), base_dir=tmp_path)
     (cell,) = cells(config)
@@ -268,8 +268,8 @@ def test_tuning_prepares_expert_buffers_like_a_sweep(tmp_path):
     """An MTT cell's trials need the experts on the training data minus the validation split; the
     tuning driver hands the same jobs to the sweep's parallel prep (no Ray needed to list them), and
     a cell of a method without preparation adds none."""
-    from orchestrator.prep import collect_prep_jobs
-    from orchestrator.tuning import prep_needs
+    from distillery.orchestrator.prep import collect_prep_jobs
+    from distillery.orchestrator.tuning import prep_needs
 
     mtt = {"params": {"iterations": 2, "num_experts": 2, "expert_epochs": 1, "max_start_epoch": 1, "syn_steps": 2,
                       "width": 8, "buffer_dir": str(tmp_path / "experts")},

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from methods.errors import UserError
+from distillery.methods.errors import UserError
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -18,8 +18,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from methods.distill.base import get_method
-from methods.estimate import TrialEstimate, estimate_trial
+from distillery.methods.distill.base import get_method
+from distillery.methods.estimate import TrialEstimate, estimate_trial
 
 from .config import SweepConfig
 from .eta import format_seconds

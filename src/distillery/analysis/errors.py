@@ -6,7 +6,7 @@ line and exits 2 instead of showing a traceback. Every message names the offendi
 
 from __future__ import annotations
 
-from methods.errors import UserError
+from distillery.methods.errors import UserError
 
 
 class AnalysisError(UserError):

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from methods.data import DATASETS, MissingDataError, train_class_counts
-from methods.errors import UserError
+from distillery.methods.data import DATASETS, MissingDataError, train_class_counts
+from distillery.methods.errors import UserError
 
 from .config import DatasetEntry
 

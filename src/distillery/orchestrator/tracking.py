@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from methods.schema import FAIRNESS_METRICS, Tag
+from distillery.methods.schema import FAIRNESS_METRICS, Tag
 
 KIND_TAG, HASH_TAG, STATUS_TAG, ERROR_TAG, PARENT_TAG = Tag.KIND, Tag.TRIAL_HASH, Tag.STATUS, Tag.ERROR, Tag.PARENT
 

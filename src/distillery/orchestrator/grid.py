@@ -17,12 +17,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from methods.data import DatasetOptions
-from methods.data.registry import resolve_options
-from methods.distill.base import get_method
-from methods.eval import EvalConfig
-from methods.schema import Tag
-from methods.trial import TrialSpec
+from distillery.methods.data import DatasetOptions
+from distillery.methods.data.registry import resolve_options
+from distillery.methods.distill.base import get_method
+from distillery.methods.eval import EvalConfig
+from distillery.methods.schema import Tag
+from distillery.methods.trial import TrialSpec
 
 from .config import DatasetEntry, Resources, SweepConfig
 from .reproduce import trial_command

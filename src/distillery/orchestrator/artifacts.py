@@ -10,9 +10,9 @@ from typing import Any
 import torch
 import yaml
 
-from methods.data.base import ImageData
-from methods.distill.base import SyntheticSet
-from methods.trial import TrialResult
+from distillery.methods.data.base import ImageData
+from distillery.methods.distill.base import SyntheticSet
+from distillery.methods.trial import TrialResult
 
 
 def write_trial_artifacts(out: Path, result: TrialResult, data: ImageData, record: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, Field, PositiveInt, ValidationError, field_validator, model_validator
 
-from methods.errors import UserError
+from distillery.methods.errors import UserError
 
 from .config import (
     _STRICT, DatasetEntry, EvalEntry, Resources, _abs, abs_sqlite_uri, absolute_method_paths, check_datasets_and_eval,
@@ -197,8 +197,8 @@ def validate_tune_config(raw: Mapping[str, Any], source: str = "tuning config", 
 def _check_methods(config: TuneConfig, source: str) -> None:
     """Registry names, tuned options that exist, and the starting config and both ends of every
     range accepted by the method (so a range that the method rejects fails now, not in trial 5)."""
-    from methods.distill.base import get_method
-    from methods.registry import UnknownNameError
+    from distillery.methods.distill.base import get_method
+    from distillery.methods.registry import UnknownNameError
 
     def fail(field: str, msg: str) -> None:
         raise UserError(f"{source}: {field}: {msg}")

@@ -13,9 +13,9 @@ import dataclasses
 import shlex
 from typing import Any
 
-from methods.data import DatasetOptions
-from methods.eval import EvalConfig
-from methods.trial import TrialSpec
+from distillery.methods.data import DatasetOptions
+from distillery.methods.eval import EvalConfig
+from distillery.methods.trial import TrialSpec
 
 #: fields that change how a result is computed or stored, not what it is (not part of identity)
 _NOT_IDENTITY = {"eval": {"vectorize", "test_batch_size"}, "data": {"cache_dir", "download"}}

@@ -8,8 +8,8 @@ from __future__ import annotations
 import time
 from typing import Any, Iterable
 
-from methods.distill.base import PrepJob, get_method
-from methods.trial import TrialSpec
+from distillery.methods.distill.base import PrepJob, get_method
+from distillery.methods.trial import TrialSpec
 
 from .config import Resources
 from .eta import PhaseETA, format_seconds
@@ -34,7 +34,7 @@ def collect_prep_jobs(needs: Iterable[Need]) -> list[tuple[PrepJob, Resources]]:
 def _run_job(job: PrepJob, device: str, threads: int) -> str:
     import torch
 
-    from methods.utils.device import resolve_device
+    from distillery.methods.utils.device import resolve_device
 
     torch.set_num_threads(max(1, threads))
     get_method(job.method).run_prep_job(job, job.load_data(), resolve_device(device))

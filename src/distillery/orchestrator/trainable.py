@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 
-from methods.data import load_dataset
-from methods.distill.base import Progress, SyntheticSet
-from methods.eval import EvalProgress
-from methods.trial import TrialResult, prepare_data, run_trial
-from methods.utils.device import resolve_device
+from distillery.methods.data import load_dataset
+from distillery.methods.distill.base import Progress, SyntheticSet
+from distillery.methods.eval import EvalProgress
+from distillery.methods.trial import TrialResult, prepare_data, run_trial
+from distillery.methods.utils.device import resolve_device
 
 from .artifacts import write_trial_artifacts
 from .grid import TrialPlan, identity

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import AnalysisError, NoFinishedTrialsError, UnknownExperimentError
-from methods.schema import Tag
+from distillery.methods.schema import Tag
 
 METRICS: tuple[str, ...] = ("mean_acc", "class_var", "class_std", "worst_class_acc", "gap", "cv")
 FINISHED = "FINISHED"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from analysis.paths import analysis_dir
+from distillery.analysis.paths import analysis_dir
 
 from .commands import command
 from .trial_cmd import parse_set
@@ -86,7 +86,7 @@ def _print_estimate(config) -> None:
 
 def _analyze(config, outcome) -> None:
     try:
-        from analysis.report import run_analysis
+        from distillery.analysis.report import run_analysis
     except ImportError:
         return
     from pathlib import Path

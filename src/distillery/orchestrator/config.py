@@ -14,7 +14,7 @@ from typing import Annotated, Any, Callable, Literal, Mapping
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
-from methods.errors import UserError
+from distillery.methods.errors import UserError
 
 from .yamlio import read_yaml
 
@@ -245,8 +245,8 @@ def absolute_method_paths(method: str, params: Mapping[str, Any], base: Path) ->
     """``params`` with the method's path options (``DistillMethod.path_options``, e.g. MTT's
     buffer_dir) made absolute against ``base``, once on the driver: resolved in a Tune worker, a
     relative path would point into the trial's own directory (experts built twice, in two places)."""
-    from methods.distill.base import METHODS
-    from methods.distill import load_all  # noqa: F401  (registers every method)
+    from distillery.methods.distill.base import METHODS
+    from distillery.methods.distill import load_all  # noqa: F401  (registers every method)
 
     paths = METHODS.get(method).path_options if method in METHODS.names() else ()
     return {k: (_abs(str(v), base) if k in paths and isinstance(v, (str, os.PathLike)) else v) for k, v in params.items()}
@@ -273,9 +273,9 @@ def validate_config(raw: Mapping[str, Any], source: str = "config", base_dir: Pa
 
 def check_datasets_and_eval(datasets: list[DatasetEntry], evaluation: EvalEntry, fail: Callable[[str, str], None]) -> None:
     """Registered dataset and network names (shared by sweep and tuning configs)."""
-    from methods.aug.dsa import parse_strategy
-    from methods.data import DATASETS
-    from methods.nets import NETWORKS, check_net_options
+    from distillery.methods.aug.dsa import parse_strategy
+    from distillery.methods.data import DATASETS
+    from distillery.methods.nets import NETWORKS, check_net_options
 
     for i, d in enumerate(datasets):
         if d.name not in DATASETS:
@@ -308,8 +308,8 @@ def datasets_shorthand(v: Any) -> Any:
 
 def check_names(config: SweepConfig, source: str) -> None:
     """Registry lookups and method-option validation (pure, no data loaded)."""
-    from methods.distill.base import get_method
-    from methods.registry import UnknownNameError
+    from distillery.methods.distill.base import get_method
+    from distillery.methods.registry import UnknownNameError
 
     def fail(field: str, msg: str) -> None:
         raise UserError(f"{source}: {field}: {msg}")

@@ -21,12 +21,12 @@ from typing import Any, Callable, TextIO
 
 import yaml
 
-from methods.data import load_dataset
-from methods.distill.base import Progress
-from methods.distill.init import check_ipc
-from methods.errors import UserError
-from methods.schema import FAIRNESS_METRICS, Tag
-from methods.trial import TrialSpec, prepare_data, run_trial
+from distillery.methods.data import load_dataset
+from distillery.methods.distill.base import Progress
+from distillery.methods.distill.init import check_ipc
+from distillery.methods.errors import UserError
+from distillery.methods.schema import FAIRNESS_METRICS, Tag
+from distillery.methods.trial import TrialSpec, prepare_data, run_trial
 
 from .config import DatasetEntry
 from .grid import dataset_options, eval_config
@@ -114,7 +114,7 @@ def tune_trial(params: dict[str, Any], context: CellContext) -> None:
     import torch
     from ray import tune
 
-    from methods.utils.device import resolve_device
+    from distillery.methods.utils.device import resolve_device
 
     config, cell = context.config, context.cell
     torch.set_num_threads(max(1, int(config.resources.cpu)))

@@ -2,7 +2,7 @@
 
 The lead wires ``add_analyze_parser`` into the ``distillery`` CLI; ``analyze_main`` lets
 AnalysisError (a ValueError/UserError) propagate so that CLI prints it as one line and exits 2.
-``python -m analysis.cli analyze ...`` works standalone (``main`` does the same catch).
+``python -m distillery.analysis.cli analyze ...`` works standalone (``main`` does the same catch).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def analyze_main(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry point: `python -m analysis.cli analyze --experiment NAME`."""
+    """Standalone entry point: `python -m distillery.analysis.cli analyze --experiment NAME`."""
     parser = argparse.ArgumentParser(prog="distillery")
     sub = parser.add_subparsers(dest="command", required=True)
     add_analyze_parser(sub)

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from methods.data import load_dataset
-from methods.distill.init import check_ipc
-from methods.errors import UserError
+from distillery.methods.data import load_dataset
+from distillery.methods.distill.init import check_ipc
+from distillery.methods.errors import UserError
 
 from .config import SweepConfig
 from .grid import TrialPlan, expand, identity, locations

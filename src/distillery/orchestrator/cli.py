@@ -7,9 +7,12 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from methods.errors import USER_ERRORS
+from distillery.methods.errors import USER_ERRORS
 
 Handler = Callable[[argparse.Namespace], int]
+
+#: modules of the ``orchestration`` extra (``pip install distillery`` alone installs the torch core)
+ORCHESTRATION_MODULES = frozenset({"ray", "mlflow", "optuna", "pandas", "matplotlib", "pydantic", "yaml"})
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
@@ -58,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distillery", description="Dataset distillation experiments, from one trial to a Ray cluster sweep.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_trial(sub)
-    _add_optional(sub, "orchestrator.sweep_cmd", "add_parser", "main")
-    _add_optional(sub, "orchestrator.tune_cmd", "add_parser", "main")
-    _add_optional(sub, "analysis.cli", "add_analyze_parser", "analyze_main")
+    _add_optional(sub, "distillery.orchestrator.sweep_cmd", "add_parser", "main")
+    _add_optional(sub, "distillery.orchestrator.tune_cmd", "add_parser", "main")
+    _add_optional(sub, "distillery.analysis.cli", "add_analyze_parser", "analyze_main")
     return parser
 
 
@@ -75,6 +78,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top not in ORCHESTRATION_MODULES:
+            raise
+        print(f"distillery {args.command}: error: needs the orchestration extra (module {top!r} is not installed); "
+              "install it with: pip install 'distillery[orchestration]'. `distillery trial` runs without it.", file=sys.stderr)
+        return 2
 
 
 def entrypoint() -> None:

@@ -8,14 +8,14 @@ import json
 import sys
 import time
 
-from methods.data import DATASETS, DatasetOptions
-from methods.distill.base import Progress
-from methods.errors import UserError
-from methods.eval import EvalConfig, EvalProgress
-from methods.budget import BUDGETS, QUICK_ITERATIONS, BudgetChoice, apply_budget
-from methods.estimate import estimate_trial
-from methods.trial import TrialSpec, prepare_data, run_trial, with_overrides
-from methods.utils.device import resolve_device
+from distillery.methods.data import DATASETS, DatasetOptions
+from distillery.methods.distill.base import Progress
+from distillery.methods.errors import UserError
+from distillery.methods.eval import EvalConfig, EvalProgress
+from distillery.methods.budget import BUDGETS, QUICK_ITERATIONS, BudgetChoice, apply_budget
+from distillery.methods.estimate import estimate_trial
+from distillery.methods.trial import TrialSpec, prepare_data, run_trial, with_overrides
+from distillery.methods.utils.device import resolve_device
 
 from .eta import PhaseETA, format_seconds
 
