@@ -150,31 +150,54 @@ class FullBaseline(BaseModel):
     seeds: list[int] | None = None
 
 
-class SweepConfig(BaseModel):
+class RunConfig(BaseModel):
+    """What a sweep and a tuning run share (datasets, IPCs, where results go, how Ray runs trials),
+    defined once: `SweepConfig` and `tune_config.TuneConfig` add their own fields."""
+
     model_config = _STRICT
 
     name: RunName
     datasets: list[DatasetEntry] = Field(min_length=1)
-    methods: dict[str, MethodEntry] = Field(min_length=1)
     ipcs: list[PositiveInt] = Field(min_length=1)
-    seeds: list[int] = Field(min_length=1)
-    eval: EvalEntry = EvalEntry()
-    full_baseline: FullBaseline = FullBaseline()
-    resources: ResourceConfig = ResourceConfig()
     max_concurrent_trials: PositiveInt | None = None
-    max_failures: int = Field(1, ge=0)
+    max_failures: int = Field(1, ge=0)  # retries of a failed trial; then it is recorded as failed
     tracking_uri: str | None = None
     storage_path: StoragePath = "distillery-runs"
     device: str = "auto"
     num_cpus: PositiveInt | None = None  # for a local Ray instance (default: all cores)
     num_gpus: float | None = Field(None, ge=0)  # for a local Ray instance (a pretend GPU in tests)
-    checkpoint_every_s: float = Field(30.0, gt=0)
-    analyze: bool = True  # run `distillery analyze` at the end
 
     @field_validator("datasets", mode="before")
     @classmethod
     def _datasets_shorthand(cls, v: Any) -> Any:
         return datasets_shorthand(v)
+
+    @model_validator(mode="after")
+    def _unique_datasets_and_ipcs(self) -> "RunConfig":
+        if len(set(self.ipcs)) != len(self.ipcs):
+            raise ValueError(f"ipcs has duplicates: {self.ipcs}")
+        names = [d.name for d in self.datasets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"datasets has duplicate names: {names}")
+        return self
+
+    def _resolved_locations(self, base: Path) -> dict[str, Any]:
+        """Absolute storage path, data roots and tracking URI (Tune trials run in other dirs)."""
+        return {
+            "storage_path": _abs(self.storage_path, base),
+            "tracking_uri": abs_sqlite_uri(default_tracking_uri(self.tracking_uri, base), base),
+            "datasets": [d.model_copy(update={"root": _abs(d.root, base) if d.root else None}) for d in self.datasets],
+        }
+
+
+class SweepConfig(RunConfig):
+    methods: dict[str, MethodEntry] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+    eval: EvalEntry = EvalEntry()
+    full_baseline: FullBaseline = FullBaseline()
+    resources: ResourceConfig = ResourceConfig()
+    checkpoint_every_s: float = Field(30.0, gt=0)
+    analyze: bool = True  # run `distillery analyze` at the end
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -193,23 +216,15 @@ class SweepConfig(BaseModel):
         return list(range(v)) if isinstance(v, int) and not isinstance(v, bool) else v
 
     @model_validator(mode="after")
-    def _unique(self) -> "SweepConfig":
-        for field_name in ("ipcs", "seeds"):
-            values = getattr(self, field_name)
-            if len(set(values)) != len(values):
-                raise ValueError(f"{field_name} has duplicates: {values}")
-        names = [d.name for d in self.datasets]
-        if len(set(names)) != len(names):
-            raise ValueError(f"datasets has duplicate names: {names}")
+    def _unique_seeds(self) -> "SweepConfig":
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds has duplicates: {self.seeds}")
         return self
 
     # ------------------------------------------------------------------ resolution
     def resolved(self, base_dir: Path | None = None) -> "SweepConfig":
-        """Absolute storage path, data roots and tracking URI (Tune trials run in other dirs)."""
+        """Locations made absolute once, on the driver, and the methods' path options with them."""
         base = (base_dir or Path.cwd()).resolve()
-        storage = _abs(self.storage_path, base)
-        uri = abs_sqlite_uri(default_tracking_uri(self.tracking_uri, base), base)
-        datasets = [d.model_copy(update={"root": _abs(d.root, base) if d.root else None}) for d in self.datasets]
         methods = {
             name: e.model_copy(update={
                 "params": absolute_method_paths(name, e.params, base),
@@ -217,7 +232,7 @@ class SweepConfig(BaseModel):
             })
             for name, e in self.methods.items()
         }
-        return self.model_copy(update={"storage_path": storage, "tracking_uri": uri, "datasets": datasets, "methods": methods})
+        return self.model_copy(update={**self._resolved_locations(base), "methods": methods})
 
 
 def default_tracking_uri(configured: str | None, base: Path) -> str:

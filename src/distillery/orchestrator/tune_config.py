@@ -16,8 +16,8 @@ from pydantic import BaseModel, Field, PositiveInt, ValidationError, field_valid
 from distillery.methods.errors import UserError
 
 from .config import (
-    _STRICT, DatasetEntry, EvalEntry, Resources, _abs, abs_sqlite_uri, absolute_method_paths, check_datasets_and_eval,
-    RunName, StoragePath, datasets_shorthand, default_tracking_uri, format_validation_error,
+    _STRICT, EvalEntry, Resources, RunConfig, abs_sqlite_uri, absolute_method_paths, check_datasets_and_eval,
+    format_validation_error,
 )
 from .preflight import check_config_files
 from .yamlio import read_yaml
@@ -99,35 +99,18 @@ class EarlyStopping(BaseModel):
     reduction_factor: float = Field(2.0, gt=1)
 
 
-class TuneConfig(BaseModel):
-    model_config = _STRICT
-
-    name: RunName
-    datasets: list[DatasetEntry] = Field(min_length=1)
+class TuneConfig(RunConfig):
     methods: dict[str, TuneMethod] = Field(min_length=1)
-    ipcs: list[PositiveInt] = Field(min_length=1)
     seed: int = 0  # the trials' distillation/evaluation seed and the sampler's seed
     objectives: dict[str, Literal["max", "min"]] = Field(default_factory=lambda: {"mean_acc": "max"}, min_length=1)
     trials: PositiveInt | None = 8  # trials per cell added by this invocation
     time_budget_s: float | None = Field(None, gt=0)  # per cell
-    max_concurrent_trials: PositiveInt | None = None
-    max_failures: int = Field(1, ge=0)  # retries of a failed trial (as in sweep configs); then it is recorded as failed
     validation_per_class: PositiveInt = 50  # held out of the training split; objectives are measured on it
     eval: EvalEntry = EvalEntry(models=3, epochs=100)
     early_stopping: EarlyStopping = EarlyStopping()
     resources: Resources = Resources()
     storage: str | None = None  # Optuna RDB URL; default sqlite:///<cwd>/optuna.db
-    tracking_uri: str | None = None
-    storage_path: StoragePath = "distillery-runs"
-    device: str = "auto"
-    num_cpus: PositiveInt | None = None
-    num_gpus: float | None = Field(None, ge=0)
     export_seeds: PositiveInt = 3  # seeds of the written sweep YAML
-
-    @field_validator("datasets", mode="before")
-    @classmethod
-    def _datasets_shorthand(cls, v: Any) -> Any:
-        return datasets_shorthand(v)
 
     @field_validator("objectives", mode="before")
     @classmethod
@@ -156,9 +139,6 @@ class TuneConfig(BaseModel):
                 "early_stopping.enabled needs a single objective (ASHA would pass partial values of several "
                 "objectives to Optuna); disable early stopping or tune one objective"
             )
-        names = [d.name for d in self.datasets]
-        if len(set(names)) != len(names):
-            raise ValueError(f"datasets has duplicate names: {names}")
         return self
 
     @property
@@ -167,14 +147,9 @@ class TuneConfig(BaseModel):
 
     def resolved(self, base_dir: Path | None = None) -> "TuneConfig":
         base = (base_dir or Path.cwd()).resolve()
-        uri = abs_sqlite_uri(default_tracking_uri(self.tracking_uri, base), base)
         storage = abs_sqlite_uri(self.storage or f"sqlite:///{base / 'optuna.db'}", base)
-        datasets = [d.model_copy(update={"root": _abs(d.root, base) if d.root else None}) for d in self.datasets]
         methods = {name: m.model_copy(update={"params": absolute_method_paths(name, m.params, base)}) for name, m in self.methods.items()}
-        return self.model_copy(update={
-            "tracking_uri": uri, "storage": storage, "storage_path": _abs(self.storage_path, base), "datasets": datasets,
-            "methods": methods,
-        })
+        return self.model_copy(update={**self._resolved_locations(base), "storage": storage, "methods": methods})
 
 
 def load_tune_config(path: str | Path, overrides: Mapping[str, str] | None = None, base_dir: Path | None = None) -> TuneConfig:
