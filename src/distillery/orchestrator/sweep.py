@@ -16,9 +16,8 @@ from distillery.methods.errors import UserError
 
 from .config import SweepConfig
 from .grid import TrialPlan, expand, identity, locations
-from .progress import summary_table
 from .store import TrialStore
-from .tracking import SweepTracker, flatten, safe_call
+from .tracking import SweepTracker, flatten
 
 
 @dataclass
@@ -189,46 +188,42 @@ def run_params(plan: TrialPlan) -> dict[str, str]:
     return params
 
 
-from ray import tune as _tune  # noqa: E402  (Tune callbacks need the base class at import time)
+from .run_tracking import RunTracking  # noqa: E402  (imports Ray: Tune callbacks need the base class)
 
 
-class TrackingCallback(_tune.Callback):
-    """Bridges Tune trial events to the MLflow tracker (the driver is MLflow's only writer)."""
+class TrackingCallback(RunTracking):
+    """A sweep trial's MLflow run: its identity as params, the loss curve, the stored record."""
 
     def __init__(self, tracker: SweepTracker, store: TrialStore, plans: dict[str, TrialPlan], outcome: SweepOutcome) -> None:
-        self.tracker, self.store, self.plans, self.outcome = tracker, store, plans, outcome
+        super().__init__(tracker)
+        self.store, self.plans, self.outcome = store, plans, outcome
 
-    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks into its experiment state
-        return {"plans": self.plans}
+    def key(self, trial: Any) -> str:
+        return trial.config["trial_hash"]
 
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        plan = self.plans[trial.config["trial_hash"]]
+    def describe(self, trial: Any) -> tuple[str, dict[str, str], dict[str, str]]:
+        plan = self.plans[self.key(trial)]
+        return plan.name, plan.tags(), run_params(plan)
 
-        def start() -> None:
-            run_id = self.tracker.trial_run(plan.name, plan.tags(), run_params(plan))
-            self.tracker.log_metrics(run_id, {"resources/cpu": plan.resources.cpu, "resources/gpu": plan.resources.gpu})
+    def started(self, run_id: str, trial: Any) -> None:
+        plan = self.plans[self.key(trial)]
+        self.tracker.log_metrics(run_id, {"resources/cpu": plan.resources.cpu, "resources/gpu": plan.resources.gpu})
 
-        safe_call(start)
-
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        h = trial.config["trial_hash"]
+    def result(self, run_id: str, trial: Any, result: dict) -> None:
         points = result.get("loss_points") or []
-        if points and h in self.tracker.runs:
-            safe_call(self.tracker.log_curve, self.tracker.runs[h][0], "loss", [tuple(p) for p in points])
+        if points:
+            self.tracker.log_curve(run_id, "loss", [tuple(p) for p in points])
 
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        h = trial.config["trial_hash"]
-        if self.store.is_done(h):
+    def completed(self, trial: Any) -> None:
+        h = self.key(trial)
+        if self.store.is_done(h):  # otherwise the sweep's final pass records why it did not finish
             record = self.store.read_result(h)
             self.outcome.finished[h] = record
-            if h not in self.tracker.runs:
-                safe_call(self.on_trial_start, iteration, trials, trial)
-            safe_call(self.tracker.finish, h, self.store.result_dir(h), record)
+            self.ensure_started(trial)
+            self.tracker.finish(h, self.store.result_dir(h), record)
 
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        h = trial.config["trial_hash"]
-        reason = self.store.read_error(h) or f"trial errored (see {getattr(trial, 'local_path', '')})"
-        self.outcome.failed[h] = _first_line(reason) or "error"
-        if h not in self.tracker.runs:
-            safe_call(self.on_trial_start, iteration, trials, trial)
-        safe_call(self.tracker.fail, h, reason)
+    def failure_reason(self, trial: Any) -> str:
+        return self.store.read_error(self.key(trial)) or f"trial errored (see {getattr(trial, 'local_path', '')})"
+
+    def note_failure(self, trial: Any, reason: str) -> None:
+        self.outcome.failed[self.key(trial)] = _first_line(reason) or "error"

@@ -30,7 +30,7 @@ from distillery.methods.trial import TrialSpec, prepare_data, run_trial
 
 from .config import DatasetEntry
 from .grid import dataset_options, eval_config
-from .tracking import HASH_TAG, SweepTracker, flatten, safe_call
+from .tracking import HASH_TAG, SweepTracker, flatten
 from .tune_config import TuneConfig
 
 TUNE_KIND = "tune"
@@ -408,8 +408,9 @@ def _export(config: TuneConfig, outcomes: list[CellOutcome], out_dir: Path) -> l
     return [*written, pareto]
 
 
-from ray import tune as _tune  # noqa: E402  (the callback's base class)
 from ray.tune.search.optuna import OptunaSearch  # noqa: E402  (the searcher's base class)
+
+from .run_tracking import RunTracking  # noqa: E402  (the callback's base class)
 
 
 def stopped_early(result: dict, rungs: int) -> bool:
@@ -449,72 +450,52 @@ class EarlyStopAwareOptunaSearch(OptunaSearch):
 
 
 
-class TuneTracking(_tune.Callback):
-    """One nested MLflow run per tuning trial, written by the driver."""
+class TuneTracking(RunTracking):
+    """A tuning trial's MLflow run: the sampled and resolved options, each rung's objectives, the
+    validation metrics, and whether ASHA stopped it early."""
 
     def __init__(self, tracker: SweepTracker, cell: Cell, config: TuneConfig) -> None:
-        self.tracker, self.cell, self.config = tracker, cell, config
-        self.failed = 0
+        super().__init__(tracker)
+        self.cell, self.config = cell, config
 
-    def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks into its experiment state
-        return {"cell": self.cell, "failed": self.failed}
-
-    def _key(self, trial: Any) -> str:
+    def key(self, trial: Any) -> str:
         return f"{self.cell.study_name(self.config)}:{trial.trial_id}"
 
-    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        def start() -> None:
-            params = dict(trial.config)
-            spec = trial_spec(self.config, self.cell, params)
-            tags = {
-                Tag.KIND: "tune_trial", Tag.DATASET: self.cell.dataset.name,
-                Tag.METHOD: self.cell.method, Tag.IPC: str(self.cell.ipc),
-                Tag.SEED: str(self.config.seed), Tag.STUDY: self.cell.study_name(self.config),
-                Tag.EVAL_SPLIT: "validation", Tag.PARAMS_HASH: params_hash(self.cell, params),
-                HASH_TAG: self._key(trial),
-            }
-            logged = {**flatten({"tuned": params}), **flatten({"method_config": dataclasses.asdict(spec.resolved_method_config())}),
-                      "validation_per_class": str(self.config.validation_per_class)}
-            name = f"{self.cell.method}-ipc{self.cell.ipc}-{trial.trial_id.split('_')[-1]}"
-            self.tracker.trial_run(name, tags, logged)
+    def describe(self, trial: Any) -> tuple[str, dict[str, str], dict[str, str]]:
+        params = dict(trial.config)
+        spec = trial_spec(self.config, self.cell, params)
+        tags = {
+            Tag.KIND: "tune_trial", Tag.DATASET: self.cell.dataset.name,
+            Tag.METHOD: self.cell.method, Tag.IPC: str(self.cell.ipc),
+            Tag.SEED: str(self.config.seed), Tag.STUDY: self.cell.study_name(self.config),
+            Tag.EVAL_SPLIT: "validation", Tag.PARAMS_HASH: params_hash(self.cell, params),
+            HASH_TAG: self.key(trial),
+        }
+        logged = {**flatten({"tuned": params}), **flatten({"method_config": dataclasses.asdict(spec.resolved_method_config())}),
+                  "validation_per_class": str(self.config.validation_per_class)}
+        return f"{self.cell.method}-ipc{self.cell.ipc}-{trial.trial_id.split('_')[-1]}", tags, logged
 
-        safe_call(start)
+    def result(self, run_id: str, trial: Any, result: dict) -> None:
+        values = {k: result[k] for k in self.config.objectives}
+        self.tracker.log_metrics(run_id, {f"rung/{k}": v for k, v in values.items()}, int(result.get("rung", 1)))
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        key = self._key(trial)
-        if key in self.tracker.runs:
-            values = {k: result[k] for k in self.config.objectives}
-            safe_call(self.tracker.log_metrics, self.tracker.runs[key][0], {f"rung/{k}": v for k, v in values.items()}, int(result.get("rung", 1)))
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        key = self._key(trial)
+    def completed(self, trial: Any) -> None:
+        self.ensure_started(trial)
         result = trial.last_result or {}
-        if key not in self.tracker.runs:
-            safe_call(self.on_trial_start, iteration, trials, trial)
+        run_id = self.run_id(trial)
+        keys = (*FAIRNESS_METRICS, "distill_seconds", "eval_seconds", "eval_samples")
+        self.tracker.log_metrics(run_id, {k: result[k] for k in keys if k in result})
+        stopped = stopped_early(result, self.config.early_stopping.rungs if self.config.early_stopping.enabled else 1)
+        self.tracker.client.set_tag(run_id, Tag.EARLY_STOPPED, str(stopped).lower())
+        self.tracker.client.set_tag(run_id, Tag.STATUS, "FINISHED")
+        self.tracker.client.set_terminated(run_id, "FINISHED")
+        self.tracker.runs[self.key(trial)] = (run_id, "FINISHED")
 
-        def finish() -> None:
-            run_id = self.tracker.runs[key][0]
-            keys = (*FAIRNESS_METRICS, "distill_seconds", "eval_seconds", "eval_samples")
-            self.tracker.log_metrics(run_id, {k: result[k] for k in keys if k in result})
-            stopped = stopped_early(result, self.config.early_stopping.rungs if self.config.early_stopping.enabled else 1)
-            self.tracker.client.set_tag(run_id, Tag.EARLY_STOPPED, str(stopped).lower())
-            self.tracker.client.set_tag(run_id, Tag.STATUS, "FINISHED")
-            self.tracker.client.set_terminated(run_id, "FINISHED")
-            self.tracker.runs[key] = (run_id, "FINISHED")
-
-        safe_call(finish)
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.failed += 1
-        key = self._key(trial)
-        if key not in self.tracker.runs:
-            safe_call(self.on_trial_start, iteration, trials, trial)
-        reason = "trial errored"
+    def failure_reason(self, trial: Any) -> str:
         try:
-            reason = Path(trial.error_file).read_text() if trial.error_file else reason
+            return Path(trial.error_file).read_text() if trial.error_file else "trial errored"
         except OSError:
-            pass
-        safe_call(self.tracker.fail, key, reason)
+            return "trial errored"
 
 
 def format_outcomes(config: TuneConfig, outcomes: list[CellOutcome]) -> str:
