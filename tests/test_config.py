@@ -249,3 +249,42 @@ def test_moving_data_or_caches_keeps_every_trial_hash(tmp_path):
     params = run_params(next(p for p in after if p.spec.method == "mtt"))
     assert params["data.root"] == str(tmp_path / "data2") and params["method_config.buffer_dir"] == str(tmp_path / "cache2")
     assert "root" not in str(sorted(k for k in params if k.startswith("data.") and k != "data.root"))
+
+
+def test_every_protocol_and_loading_option_is_a_yaml_field(tmp_path):
+    """The YAML models are generated from the core's dataclasses: each EvalConfig and DatasetOptions
+    field can be set in a sweep (and reaches the trial), so a new core option needs no orchestrator edit."""
+    import dataclasses
+    import shlex
+
+    from distillery.methods.data import DatasetOptions, resolve_options
+    from distillery.methods.eval import EvalConfig
+    from distillery.orchestrator.cli import build_parser
+    from distillery.orchestrator.config import DATASET_RENAMES, DatasetEntry, EvalEntry
+    from distillery.orchestrator.trial_cmd import spec_from_args
+
+    assert {f.name for f in dataclasses.fields(EvalConfig)} <= set(EvalEntry.model_fields)
+    loading = {DATASET_RENAMES.get(f.name, f.name) for f in dataclasses.fields(DatasetOptions)} - {"validation_per_class"}
+    assert loading <= set(DatasetEntry.model_fields)
+
+    raw = {**tiny_sweep("proto"), "eval": {"epochs": 2, "models": 2, "momentum": 0.5, "weight_decay": 0.0, "test_batch_size": 64}}
+    raw["datasets"] = [{"name": "digits", "subset_seed": 3, "subset_per_class": 20, "cache_dir": "cache"}]
+    plan = expand(validate_config(raw, base_dir=tmp_path))[0]
+    assert (plan.spec.eval.momentum, plan.spec.eval.weight_decay, plan.spec.eval.test_batch_size) == (0.5, 0.0, 64)
+    assert plan.spec.data.seed == 3 and plan.spec.data.cache_dir == str(tmp_path / "cache")
+    default = expand(validate_config({**raw, "eval": {"epochs": 2, "models": 2}}, base_dir=tmp_path))[0]
+    assert default.trial_hash != plan.trial_hash  # momentum and weight decay change the result
+    spec = spec_from_args(build_parser().parse_args(shlex.split(plan.tags()["distillery.trial_command"])[1:]))
+    assert trial_hash(dataclasses.replace(spec, data=resolve_options(spec.dataset, spec.data))) == plan.trial_hash
+
+
+@pytest.mark.parametrize("change,expected", [
+    ({"eval": {"momentum": 1.5}}, "eval.momentum: Input should be less than 1"),
+    ({"eval": {"weight_decay": -1}}, "eval.weight_decay: Input should be greater than or equal to 0"),
+    ({"eval": {"nesterov": True}}, "eval.nesterov: unknown field"),
+    ({"datasets": [{"name": "digits", "seed": 1}]}, "datasets.0.seed: unknown field"),
+    ({"datasets": [{"name": "digits", "validation_per_class": 5}]}, "datasets.0.validation_per_class: unknown field"),
+])
+def test_generated_fields_keep_their_bounds(tmp_path, change, expected):
+    with pytest.raises(UserError, match=expected):
+        validate_config({**tiny_sweep("bounds"), **change}, base_dir=tmp_path)

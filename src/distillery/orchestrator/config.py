@@ -12,13 +12,16 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Mapping
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, Field, PositiveInt, ValidationError, field_validator, model_validator
 
+from distillery.methods.data import DatasetOptions
 from distillery.methods.errors import UserError
+from distillery.methods.eval import EvalConfig
 
+from .derived import STRICT, dataclass_kwargs, dataclass_model
 from .yamlio import read_yaml
 
-_STRICT = ConfigDict(extra="forbid", frozen=True)
+_STRICT = STRICT
 #: sweep/tuning names become folder names under storage_path: letters, digits, _ - and inner dots
 #: only, never a leading dot (``..`` would put trials outside the storage path, ``.x`` hides them)
 NAME_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$"
@@ -55,18 +58,29 @@ RunName = Annotated[str, AfterValidator(check_name)]
 StoragePath = Annotated[str, AfterValidator(local_storage_path)]
 
 
-class DatasetEntry(BaseModel):
-    """A dataset and how to load it (see methods.data.DatasetOptions)."""
+#: DatasetOptions fields under another YAML name: ``seed`` would read as the trials' seed
+DATASET_RENAMES = {"seed": "subset_seed"}
 
-    model_config = _STRICT
+_DatasetFields = dataclass_model(
+    "_DatasetFields", DatasetOptions, "DatasetOptions' fields (see methods.data.DatasetOptions).",
+    bounds={opt: {"gt": 0} for opt in ("subset_per_class", "test_subset_per_class", "resize")},
+    renames=DATASET_RENAMES,
+    # read the named dataset from an ImageFolder tree (keeps its defaults)
+    annotations={"format": Literal["imagefolder"] | None},
+    # tuning sets the validation split from its own validation_per_class; sweeps evaluate on test
+    skip=("validation_per_class",),
+)
+
+
+class DatasetEntry(_DatasetFields):  # type: ignore[misc,valid-type]
+    """A dataset and how to load it: its name plus every field of methods.data.DatasetOptions
+    (``seed`` written ``subset_seed``), generated from the dataclass so none can be missing."""
+
     name: str
-    root: str | None = None
-    download: bool = False
-    subset_per_class: PositiveInt | None = None
-    test_subset_per_class: PositiveInt | None = None
-    resize: PositiveInt | None = None
-    subset_seed: int = 0
-    format: Literal["imagefolder"] | None = None  # read the named dataset from an ImageFolder tree (keeps its defaults)
+
+    def options(self) -> DatasetOptions:
+        """The core's loading options, exactly as written (locations resolved by resolve_options)."""
+        return DatasetOptions(**dataclass_kwargs(self, DatasetOptions, DATASET_RENAMES))
 
 
 class Resources(BaseModel):
@@ -125,21 +139,27 @@ class MethodEntry(BaseModel):
         return {**self.params, **self.per_ipc.get(ipc, {})}
 
 
-class EvalEntry(BaseModel):
-    """How synthetic sets are evaluated (methods.eval.EvalConfig plus archs and K)."""
+_EvalFields = dataclass_model(
+    "_EvalFields", EvalConfig, "EvalConfig's fields (see methods.eval.EvalConfig).",
+    bounds={
+        "epochs": {"gt": 0}, "full_data_epochs": {"gt": 0}, "lr": {"gt": 0}, "momentum": {"ge": 0, "lt": 1},
+        "weight_decay": {"ge": 0}, "batch_size": {"gt": 0}, "test_batch_size": {"gt": 0},
+    },
+)
 
-    model_config = _STRICT
+
+class EvalEntry(_EvalFields):  # type: ignore[misc,valid-type]
+    """How synthetic sets are evaluated: every field of methods.eval.EvalConfig (generated from the
+    dataclass, so a new protocol option is settable in YAML without touching this file), plus the
+    architectures, K models per architecture and each architecture's options."""
+
     archs: list[str] = Field(default_factory=lambda: ["convnet"], min_length=1)
     models: PositiveInt = 10
-    epochs: PositiveInt = 300
-    full_data_epochs: PositiveInt = 30
-    lr: float = Field(0.01, gt=0)
-    batch_size: PositiveInt = 256
-    dsa: bool = True
-    dsa_strategy: str | None = None
-    use_learned_lr: bool = True
-    vectorize: bool | None = None  # K models in one vmap pass: null = on accelerators only (see EvalConfig)
     arch_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    def protocol(self) -> EvalConfig:
+        """The core's evaluation protocol these fields describe."""
+        return EvalConfig(**dataclass_kwargs(self, EvalConfig))
 
 
 class FullBaseline(BaseModel):
@@ -182,11 +202,14 @@ class RunConfig(BaseModel):
         return self
 
     def _resolved_locations(self, base: Path) -> dict[str, Any]:
-        """Absolute storage path, data roots and tracking URI (Tune trials run in other dirs)."""
+        """Absolute storage path, data roots and caches and tracking URI (Tune trials run in other dirs)."""
         return {
             "storage_path": _abs(self.storage_path, base),
             "tracking_uri": abs_sqlite_uri(default_tracking_uri(self.tracking_uri, base), base),
-            "datasets": [d.model_copy(update={"root": _abs(d.root, base) if d.root else None}) for d in self.datasets],
+            "datasets": [
+                d.model_copy(update={k: _abs(getattr(d, k), base) for k in ("root", "cache_dir") if getattr(d, k)})
+                for d in self.datasets
+            ],
         }
 
 

@@ -53,23 +53,11 @@ class TrialPlan:
 
 def dataset_options(entry: DatasetEntry) -> DatasetOptions:
     """Loading options with the root made absolute on the driver (trials run in their own cwd)."""
-    return resolve_options(entry.name, DatasetOptions(
-        root=entry.root,
-        download=entry.download,
-        subset_per_class=entry.subset_per_class,
-        test_subset_per_class=entry.test_subset_per_class,
-        resize=entry.resize,
-        seed=entry.subset_seed,
-        format=entry.format,
-    ))
+    return resolve_options(entry.name, entry.options())
 
 
 def eval_config(config: SweepConfig) -> EvalConfig:
-    e = config.eval
-    return EvalConfig(
-        epochs=e.epochs, full_data_epochs=e.full_data_epochs, lr=e.lr, batch_size=e.batch_size,
-        dsa=e.dsa, dsa_strategy=e.dsa_strategy, use_learned_lr=e.use_learned_lr, vectorize=e.vectorize,
-    )
+    return config.eval.protocol()
 
 
 def identity(spec: TrialSpec) -> dict[str, Any]:
