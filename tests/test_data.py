@@ -137,7 +137,7 @@ def _assert_normalized(d: ImageData) -> None:
 
 
 def test_registry_names() -> None:
-    assert dataset_names() == ["cifar10", "cifar100", "digits", "fashionmnist", "imagefolder", "mnist", "svhn"]
+    assert dataset_names() == ["cifar10", "cifar100", "digits", "fashionmnist", "imagefolder", "mhist", "mnist", "svhn"]
     assert "CIFAR10" in DATASETS
     with pytest.raises(UnknownNameError, match="unknown dataset 'nope'.*cifar10"):
         load_dataset("nope")
@@ -501,3 +501,69 @@ def test_resolve_options_pins_paths_for_workers(tmp_path: Path) -> None:
     assert opts.root == str(tmp_path / "rel") and opts.cache_dir == str(tmp_path / "c")
     assert resolve_options("cifar10").root == str(tmp_path / "data" / "cifar10")
     assert resolve_options("digits", DatasetOptions(root="x")).root is None
+
+
+# ---------------------------------------------------------------- MHIST (annotations CSV + images folder)
+
+
+def write_mhist(root: Path, rows: list[tuple[str, str, str]], size: int = 12, extra_columns: bool = True) -> dict[str, np.ndarray]:
+    """MHIST's public layout: annotations.csv and images/<name>.png (RGB); returns the pixels by name."""
+    (root / "images").mkdir(parents=True)
+    rng = _rng(3)
+    header = ["Image Name", "Majority Vote Label", "Number of Annotators who Selected SSA (Out of 7)", "Partition"]
+    lines = [",".join(header if extra_columns else [header[0], header[1], header[3]])]
+    pixels = {}
+    for name, label, part in rows:
+        arr = rng.randint(0, 256, size=(size, size, 3)).astype(np.uint8)
+        Image.fromarray(arr).save(root / "images" / name)
+        pixels[name] = arr
+        lines.append(",".join([name, label, "5" if label == "SSA" else "1", part] if extra_columns else [name, label, part]))
+    (root / "annotations.csv").write_text("\n".join(lines) + "\n")
+    return pixels
+
+
+MHIST_ROWS = [("MHIST_aaa.png", "SSA", "train"), ("MHIST_aab.png", "HP", "train"), ("MHIST_aac.png", "HP", "test"),
+              ("MHIST_aad.png", "HP", "train"), ("MHIST_aae.png", "SSA", "test"), ("MHIST_aaf.png", "SSA", "train")]
+
+
+def test_mhist_reads_the_release_layout(tmp_path: Path) -> None:
+    from distillery.methods.data import load_raw, train_class_counts
+
+    pixels = write_mhist(tmp_path / "mhist", MHIST_ROWS)
+    (tmp_path / "mhist" / "images" / "unlisted.png").write_bytes(b"not an image")  # not in the CSV: ignored
+    raw = load_raw("mhist", _opts(tmp_path / "mhist"))
+    assert raw.classes == ("hyperplastic polyp (HP)", "sessile serrated adenoma (SSA)")
+    assert raw.train_x.shape == (4, 3, 12, 12) and raw.test_x.shape == (2, 3, 12, 12)
+    assert raw.train_y.tolist() == [1, 0, 0, 1] and raw.test_y.tolist() == [0, 1]  # HP = 0, SSA = 1, CSV order
+    assert torch.equal(raw.train_x[0], torch.from_numpy(pixels["MHIST_aaa.png"]).permute(2, 0, 1))
+    assert torch.equal(raw.test_x[1], torch.from_numpy(pixels["MHIST_aae.png"]).permute(2, 0, 1))
+    assert train_class_counts("mhist", _opts(tmp_path / "mhist")) == [2, 2]
+    d = load_dataset("mhist", DatasetOptions(root=str(tmp_path / "mhist"), resize=8))
+    assert d.num_classes == 2 and d.image_shape == (3, 8, 8)
+
+
+def test_mhist_errors_name_the_file_and_the_fix(tmp_path: Path) -> None:
+    root = tmp_path / "m"
+    with pytest.raises(UserError, match=r"annotations.csv is missing .*mhist expects <root>/annotations.csv") as err:
+        load_dataset("mhist", _opts(root))
+    assert "cannot be downloaded" not in str(err.value) and "download: true" not in str(err.value)
+    write_mhist(root, MHIST_ROWS)
+    (root / "images" / "MHIST_aac.png").unlink()
+    with pytest.raises(UserError, match=r"MHIST_aac.png is missing \(an image named in annotations.csv; restore it or remove its row\)"):
+        load_dataset("mhist", _opts(root))
+    bad = tmp_path / "bad"
+    write_mhist(bad, [("x.png", "TA", "train")])
+    with pytest.raises(UserError, match=r"annotations.csv line 2: label 'TA' is not one of HP, SSA"):
+        load_dataset("mhist", _opts(bad))
+    (bad / "annotations.csv").write_text("name,label\nx.png,HP\n")
+    with pytest.raises(UserError, match=r"has no column\(s\) 'Image Name', 'Majority Vote Label', 'Partition'"):
+        load_dataset("mhist", _opts(bad))
+    lean = tmp_path / "lean"  # only the three columns the loader reads
+    write_mhist(lean, MHIST_ROWS[:3], extra_columns=False)
+    assert load_raw_counts(lean) == [1, 1]
+
+
+def load_raw_counts(root: Path) -> list[int]:
+    from distillery.methods.data import load_raw
+
+    return torch.bincount(load_raw("mhist", _opts(root)).train_y, minlength=2).tolist()

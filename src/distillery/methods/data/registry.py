@@ -21,6 +21,7 @@ import torch
 from ..errors import UserError
 from . import digits as _digits  # noqa: F401  (each import registers loaders)
 from . import imagefolder as _imagefolder  # noqa: F401
+from . import mhist as _mhist  # noqa: F401
 from . import torchvision_sets as _torchvision_sets  # noqa: F401
 from .base import ImageData
 from .cache import cache_key, cache_root, load_or_build, read_index, write_index

@@ -137,9 +137,9 @@ def table_row(dataset: str, ipc: int) -> dict[str, Any]:
     """The published row for (dataset, ipc): the nearest tabulated IPC in log scale (1 | 10 | 50;
     IPC 2-3 -> 1, 4-22 -> 10, 23+ -> 50).
 
-    Rule for datasets outside the table (digits, MNIST, Fashion-MNIST, SVHN, image folders): the
-    row of CIFAR-10, the tabulated set with the same class count (every shipped set outside the
-    table has 10 classes), with ZCA off (the reference whitens only CIFAR)."""
+    Rule for datasets outside the table (digits, MNIST, Fashion-MNIST, SVHN, MHIST, image folders):
+    the row of CIFAR-10, the tabulated set nearest in class count (10 of them, or MHIST's 2, against
+    CIFAR-100's 100), with ZCA off (the reference whitens only CIFAR)."""
     key = dataset.strip().lower().replace("-", "").replace("_", "")
     rows = _TABLE.get(key)
     row_ipc = min((1, 10, 50), key=lambda r: abs(math.log(max(ipc, 1)) - math.log(r)))
