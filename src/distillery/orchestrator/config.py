@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Mapping
+from typing import Annotated, Any, Callable, ClassVar, Literal, Mapping, Self
 
 from pydantic import AfterValidator, BaseModel, Field, PositiveInt, ValidationError, field_validator, model_validator
 
@@ -201,6 +201,40 @@ class RunConfig(BaseModel):
             raise ValueError(f"datasets has duplicate names: {names}")
         return self
 
+    # ------------------------------------------------------------------ one pipeline for every run kind
+    KIND: ClassVar[str] = "run"  # the word in messages: "sweep", "tuning"
+    EXAMPLE: ClassVar[str] = "configs/quickstart.yaml"  # a shipped config of this kind
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: Mapping[str, Any] | None = None, base_dir: Path | None = None) -> Self:
+        """Read ``path``, apply ``--set a.b=c`` overrides, validate and resolve; UserError on any problem."""
+        return cls.validate_raw(read_yaml(path, overrides, cls.KIND, cls.EXAMPLE), str(path), base_dir)
+
+    @classmethod
+    def validate_raw(cls, raw: Mapping[str, Any], source: str, base_dir: Path | None = None) -> Self:
+        """Field types, then names and options (``check``), then locations made absolute once on the
+        driver (``resolved``), then the files they point at: all before anything starts."""
+        try:
+            config = cls.model_validate(raw)
+        except ValidationError as exc:
+            raise UserError(format_validation_error(exc, source, cls.KIND)) from None
+        config.check(source)
+        resolved = config.resolved(base_dir)
+        from .preflight import check_config_files  # preflight imports this module
+
+        check_config_files(resolved, source, **resolved.preflight_options())
+        return resolved
+
+    def check(self, source: str) -> None:
+        """Registry names and option values (no data loaded); UserError naming ``source`` and the field."""
+
+    def resolved(self, base_dir: Path | None = None) -> Self:
+        raise NotImplementedError
+
+    def preflight_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``preflight.check_config_files`` for this kind."""
+        return {}
+
     def _resolved_locations(self, base: Path) -> dict[str, Any]:
         """Absolute storage path, data roots and caches and tracking URI (Tune trials run in other dirs)."""
         return {
@@ -243,6 +277,11 @@ class SweepConfig(RunConfig):
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds has duplicates: {self.seeds}")
         return self
+
+    KIND: ClassVar[str] = "sweep"
+
+    def check(self, source: str) -> None:
+        check_names(self, source)
 
     # ------------------------------------------------------------------ resolution
     def resolved(self, base_dir: Path | None = None) -> "SweepConfig":
@@ -292,21 +331,11 @@ def absolute_method_paths(method: str, params: Mapping[str, Any], base: Path) ->
 
 def load_config(path: str | Path, overrides: Mapping[str, str] | None = None, base_dir: Path | None = None) -> SweepConfig:
     """Read, apply ``--set a.b=c`` overrides, validate and resolve; UserError on any problem."""
-    raw = read_yaml(path, overrides, "sweep", "configs/quickstart.yaml")
-    return validate_config(raw, source=str(path), base_dir=base_dir)
+    return SweepConfig.load(path, overrides, base_dir)
 
 
 def validate_config(raw: Mapping[str, Any], source: str = "config", base_dir: Path | None = None) -> SweepConfig:
-    try:
-        config = SweepConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise UserError(format_validation_error(exc, source)) from None
-    check_names(config, source)
-    resolved = config.resolved(base_dir)
-    from .preflight import check_config_files  # preflight imports this module
-
-    check_config_files(resolved, source)
-    return resolved
+    return SweepConfig.validate_raw(raw, source, base_dir)
 
 
 def check_datasets_and_eval(datasets: list[DatasetEntry], evaluation: EvalEntry, fail: Callable[[str, str], None]) -> None:
@@ -377,8 +406,8 @@ def check_names(config: SweepConfig, source: str) -> None:
             fail("resources.overrides.method", f"{o.method!r} is not one of the sweep's methods {sorted(config.methods)}")
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid sweep config:"]
+def format_validation_error(exc: ValidationError, source: str, kind: str = "sweep") -> str:
+    lines = [f"{source}: invalid {kind} config:"]
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"]

@@ -8,20 +8,18 @@ import sys
 from distillery.analysis.paths import analysis_dir
 
 from .commands import command
-from .trial_cmd import parse_set
+from .run_args import add_run_arguments, run_overrides
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="run a sweep config (method x IPC x seed) on Ray Tune, tracked in MLflow")
-    p.add_argument("config", help="sweep YAML, e.g. configs/quickstart.yaml")
-    p.add_argument("--resume", action="store_true", help="continue a sweep: finished trials are kept, unfinished ones resume from their checkpoints")
+    add_run_arguments(p, "configs/quickstart.yaml",
+                      resume="continue a sweep: finished trials are kept, unfinished ones resume from their checkpoints",
+                      set_example="--set eval.epochs=50 --set resources.gpu=0.25")
     p.add_argument("--dry-run", action="store_true", help="validate and print the trial table; start nothing")
     p.add_argument("--estimate", action="store_true",
                    help="before starting (or with --dry-run, instead), print each trial's and the sweep's estimated time on this "
                         "machine, from a short calibration run per trial shape")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. --set eval.epochs=50 --set resources.gpu=0.25")
-    p.add_argument("--address", help="join a running Ray cluster: auto or HOST:PORT (default: $RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's tracking_uri, else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db); e.g. http://host:5000")
     p.add_argument("--storage-path", help="where trial checkpoints/results live (shared storage on a multi-node cluster)")
     p.add_argument("--no-analyze", action="store_true", help="skip `distillery analyze` at the end")
     p.set_defaults(handler=main)
@@ -30,11 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from .config import load_config
 
-    overrides = parse_set(args.set)
-    if args.tracking_uri:
-        overrides["tracking_uri"] = args.tracking_uri
-    if args.storage_path:
-        overrides["storage_path"] = args.storage_path
+    overrides = run_overrides(args, {"storage_path": "storage_path"})
     if args.no_analyze:
         overrides["analyze"] = "false"
     config = load_config(args.config, overrides)

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from .trial_cmd import parse_set
+from .run_args import add_run_arguments, run_overrides
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="tune method hyperparameters with Optuna on Ray Tune (validation split, never test)")
-    p.add_argument("config", help="tuning YAML, e.g. configs/tune_dm_digits.yaml")
-    p.add_argument("--resume", action="store_true", help="add trials to the existing Optuna studies of this tuning run")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field, e.g. --set trials=20")
-    p.add_argument("--address", help="join a running Ray cluster: auto or HOST:PORT (default: $RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the config's tracking_uri, else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db)")
+    add_run_arguments(p, "configs/tune_dm_digits.yaml", resume="add trials to the existing Optuna studies of this tuning run",
+                      set_example="--set trials=20")
     p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<cwd>/optuna.db; any SQLAlchemy URL)")
     p.set_defaults(handler=main)
 
@@ -21,12 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from .tune_config import load_tune_config
 
-    overrides = parse_set(args.set)
-    if args.tracking_uri:
-        overrides["tracking_uri"] = args.tracking_uri
-    if args.storage:
-        overrides["storage"] = args.storage
-    config = load_tune_config(args.config, overrides)
+    config = load_tune_config(args.config, run_overrides(args, {"storage": "storage"}))
 
     from .tuning import format_outcomes, run_tuning
 

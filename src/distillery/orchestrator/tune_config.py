@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
-from pydantic import BaseModel, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, PositiveInt, field_validator, model_validator
 
 from distillery.methods.errors import UserError
 
-from .config import (
-    _STRICT, EvalEntry, Resources, RunConfig, abs_sqlite_uri, absolute_method_paths, check_datasets_and_eval,
-    format_validation_error,
-)
-from .preflight import check_config_files
-from .yamlio import read_yaml
+from .config import _STRICT, EvalEntry, Resources, RunConfig, abs_sqlite_uri, absolute_method_paths, check_datasets_and_eval
 
 #: metrics a tuning trial reports, with the direction that makes them better
 OBJECTIVE_MODES: dict[str, str] = {
@@ -141,6 +136,15 @@ class TuneConfig(RunConfig):
             )
         return self
 
+    KIND: ClassVar[str] = "tuning"
+    EXAMPLE: ClassVar[str] = "configs/tune_dm_digits.yaml"
+
+    def check(self, source: str) -> None:
+        _check_methods(self, source)
+
+    def preflight_options(self) -> dict[str, Any]:
+        return {"validation_per_class": self.validation_per_class, "command": "tune"}
+
     @property
     def multi_objective(self) -> bool:
         return len(self.objectives) > 1
@@ -154,19 +158,11 @@ class TuneConfig(RunConfig):
 
 def load_tune_config(path: str | Path, overrides: Mapping[str, str] | None = None, base_dir: Path | None = None) -> TuneConfig:
     """Read, apply ``--set`` overrides, validate (including every method option) and resolve paths."""
-    raw = read_yaml(path, overrides, "tuning", "configs/tune_dm_digits.yaml")
-    return validate_tune_config(raw, source=str(path), base_dir=base_dir)
+    return TuneConfig.load(path, overrides, base_dir)
 
 
 def validate_tune_config(raw: Mapping[str, Any], source: str = "tuning config", base_dir: Path | None = None) -> TuneConfig:
-    try:
-        config = TuneConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise UserError(format_validation_error(exc, source).replace("invalid sweep config", "invalid tuning config")) from None
-    _check_methods(config, source)
-    resolved = config.resolved(base_dir)
-    check_config_files(resolved, source, validation_per_class=config.validation_per_class, command="tune")
-    return resolved
+    return TuneConfig.validate_raw(raw, source, base_dir)
 
 
 def _check_methods(config: TuneConfig, source: str) -> None:
