@@ -288,3 +288,35 @@ def test_every_protocol_and_loading_option_is_a_yaml_field(tmp_path):
 def test_generated_fields_keep_their_bounds(tmp_path, change, expected):
     with pytest.raises(UserError, match=expected):
         validate_config({**tiny_sweep("bounds"), **change}, base_dir=tmp_path)
+
+
+def test_a_new_method_option_reaches_every_surface_without_orchestrator_edits(tmp_path, monkeypatch):
+    """Issue 11's promise: a method option, declared once in its config dataclass, is settable by
+    `distillery trial --set`, a sweep YAML and a tuning range, and recorded in the MLflow params."""
+    import dataclasses
+
+    from distillery.methods.distill.base import METHODS
+    from distillery.methods.distill.baselines import RandomReal
+    from distillery.orchestrator.cli import build_parser
+    from distillery.orchestrator.sweep import run_params
+    from distillery.orchestrator.trial_cmd import spec_from_args
+    from distillery.orchestrator.tune_config import validate_tune_config
+
+    @dataclasses.dataclass(frozen=True)
+    class NewcomerConfig:
+        iterations: int = 3
+        blend: float = 0.5
+
+    class Newcomer(RandomReal):
+        Config = NewcomerConfig
+
+    monkeypatch.setitem(METHODS._items, "newcomer", Newcomer)
+    spec = spec_from_args(build_parser().parse_args(["trial", "--method", "newcomer", "--set", "blend=0.25", "--no-estimate"]))
+    assert spec.resolved_method_config().blend == 0.25
+    plan = expand(validate_config({**tiny_sweep("new"), "methods": {"newcomer": {"params": {"blend": 0.75}}}}, base_dir=tmp_path))[0]
+    assert plan.spec.resolved_method_config().blend == 0.75 and run_params(plan)["method_config.blend"] == "0.75"
+    tune = validate_tune_config({"name": "t", "datasets": ["digits"], "ipcs": [1], "methods": {"newcomer": {
+        "space": {"blend": {"type": "float", "low": 0.1, "high": 0.9}}}}}, base_dir=tmp_path)
+    assert tune.methods["newcomer"].space["blend"].high == 0.9
+    with pytest.raises(UserError, match=r"methods.newcomer.params: .*'blend' expects"):
+        validate_config({**tiny_sweep("new"), "methods": {"newcomer": {"params": {"blend": "much"}}}}, base_dir=tmp_path)
