@@ -10,17 +10,14 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from distillery.methods.data import load_dataset
 from distillery.methods.distill.base import Progress, SyntheticSet
 from distillery.methods.eval import EvalProgress
-from distillery.methods.trial import TrialResult, prepare_data, run_trial
-from distillery.methods.utils.device import resolve_device
+from distillery.methods.trial import TrialResult, run_trial
 
 from .artifacts import write_trial_artifacts
 from .grid import TrialPlan, identity
 from .store import TrialStore
+from .worker import claim_resources, trial_data
 
 
 @dataclass(frozen=True)
@@ -65,22 +62,14 @@ def sweep_trial(config: dict[str, Any], context: SweepContext) -> None:
     tune.report(final_metrics(record))
 
 
-def _configure_threads_and_device(plan: TrialPlan, device: str) -> torch.device:
-    torch.set_num_threads(max(1, int(plan.resources.cpu)))
-    dev = resolve_device(device if plan.resources.gpu > 0 or device == "cpu" else "cpu")
-    if dev.type == "cuda" and plan.resources.gpu_memory_fraction:
-        torch.cuda.set_per_process_memory_fraction(plan.resources.gpu_memory_fraction, dev)
-    return dev
-
-
 def _run(plan: TrialPlan, store: TrialStore, context: SweepContext) -> dict[str, Any]:
     from ray import tune
 
     h = plan.trial_hash
     started_at = time.time()
     store.clear_error(h)
-    dev = _configure_threads_and_device(plan, context.device)
-    data = prepare_data(plan.spec, load_dataset(plan.spec.dataset, plan.spec.data))
+    dev = claim_resources(plan.resources, context.device)
+    data = trial_data(plan.spec)
     ckpt = store.load_checkpoint(h) or {}
     losses: list[list[float]] = list(ckpt.get("losses", []))
     last_save = time.monotonic()

@@ -26,7 +26,7 @@ from distillery.methods.distill.base import Progress
 from distillery.methods.distill.init import check_ipc
 from distillery.methods.errors import UserError
 from distillery.methods.schema import FAIRNESS_METRICS, Tag
-from distillery.methods.trial import TrialSpec, prepare_data, run_trial
+from distillery.methods.trial import TrialSpec, run_trial
 
 from .config import DatasetEntry
 from .grid import dataset_options, eval_config
@@ -111,16 +111,14 @@ def objective_report(result: Any) -> dict[str, Any]:
 
 def tune_trial(params: dict[str, Any], context: CellContext) -> None:
     """Distill with the sampled hyperparameters and report the validation objectives."""
-    import torch
     from ray import tune
 
-    from distillery.methods.utils.device import resolve_device
+    from .worker import claim_resources, trial_data
 
     config, cell = context.config, context.cell
-    torch.set_num_threads(max(1, int(config.resources.cpu)))
-    device = resolve_device(config.device if config.resources.gpu > 0 or config.device == "cpu" else "cpu")
+    device = claim_resources(config.resources, config.device)
     spec = trial_spec(config, cell, params)
-    data = prepare_data(spec, load_dataset(spec.dataset, spec.data))
+    data = trial_data(spec)
     if data.eval_split != "validation":  # the guarantee this module exists for
         raise RuntimeError("tuning trial would be scored on the test split")
     rungs = config.early_stopping.rungs if config.early_stopping.enabled else 1
