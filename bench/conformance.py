@@ -95,12 +95,12 @@ def run_cell(dataset: str, method: str, ipc: int, args: argparse.Namespace) -> d
 
     result = run_trial(spec, device="cpu", progress_callback=progress)
     s = result.summary()
-    per_model = [m["mean_acc"] for m in s["per_model"]]
+    per_model = [m.mean_acc for m in s.first.per_model]
     return {
         "dataset": dataset, "ipc": ipc, "method": method, "iterations": iters,
-        "mean_acc": s["mean_acc"], "std": float(torch.tensor(per_model).std()) if len(per_model) > 1 else 0.0,
+        "mean_acc": s.mean_acc, "std": float(torch.tensor(per_model).std()) if len(per_model) > 1 else 0.0,
         "s_per_iter": (last["t"] / last["n"]) if last.get("n") else None,
-        "distill_seconds": s["distill_seconds"], "eval_seconds": s["eval_seconds"],
+        "distill_seconds": s.distill_seconds, "eval_seconds": s.eval_seconds,
         "peak_rss_mb": max(0, status_kb("VmHWM") - rss0) / 1024,
     }
 

@@ -107,9 +107,12 @@ def _trial(exp_id, parent_id, work, method, ipc, seed, archs, n_models, img, rng
             hue = torch.tensor([[np.cos(c), np.sin(c), np.cos(2 * c)] for c in range(len(CLASSES))], dtype=torch.float32)
             gen = torch.Generator().manual_seed(seed * 1000 + ipc)
             images = hue[labels][:, :, None, None] + 0.3 * torch.randn(len(labels), 3, img, img, generator=gen)
+            if method == "mtt":  # a soft-label set (as DATM/PAD make): one probability row per image
+                labels = 0.7 * torch.nn.functional.one_hot(labels, len(CLASSES)).float() + 0.3 / len(CLASSES)
             torch.save({"images": images, "labels": labels, "lr": 0.01, "full_data": False,
                         "meta": {"method": method, "ipc": ipc}}, d / "synthetic_set.pt")
             mlflow.log_artifact(str(d / "synthetic_set.pt"))
+        mlflow.set_tag("distillery.soft_labels", "true" if method == "mtt" else "false")
         mlflow.set_tag("distillery.status", "FINISHED")
 
 
@@ -131,6 +134,7 @@ def test_load_mlflow_frame(sweep):
     assert data.class_names["cifar10"] == CLASSES
     assert not [w for w in data.warnings if "disagree" in w], data.warnings  # our metrics == the logged ones
     assert set(m.loc[m["full_data"], "ipc"]) == {5000} and set(m.loc[m["full_data"], "method"]) == {"full"}
+    assert set(m.loc[m["soft_labels"], "method"]) == {"mtt"} and set(data.trials.loc[data.trials["soft_labels"] == True, "method"]) == {"mtt"}  # noqa: E712
     prob = data.problems
     assert list(prob["status"]) == ["FAILED"] and prob["error"].iloc[0] == "CUDA out of memory"
     assert m.loc[m["method"] == "dc", "gpu_seconds"].max() == pytest.approx((30.0 * 20 + 20.0) * 0.5)
@@ -145,6 +149,7 @@ def test_run_analysis_writes_and_logs_everything(sweep, tmp_path):
     assert res.html_path.exists() and res.csv_path.exists()
     html = res.html_path.read_text()
     assert "data:image/png;base64," in html and "HOLDS" in html and "CUDA out of memory" in html
+    assert "mtt (soft labels)" in html and "dc (soft labels)" not in html
     agg = pd.read_csv(res.csv_path)
     assert len(agg) == (2 * 4 + 1) * 2 and agg["is_baseline"].sum() == 2
     # the planted sweep: variance grows with IPC for every series, and the claim is found to hold

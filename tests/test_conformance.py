@@ -33,10 +33,10 @@ def _spec(method: str, tmp_path) -> TrialSpec:
 
 @pytest.fixture(scope="module")
 def random_acc(tmp_path_factory) -> float:
-    return run_trial(_spec("random", tmp_path_factory.mktemp("random")), device="cpu").summary()["mean_acc"]
+    return run_trial(_spec("random", tmp_path_factory.mktemp("random")), device="cpu").summary().mean_acc
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS.names() if m not in NOT_DISTILLATION])
 def test_method_with_defaults_beats_random_on_the_default_dataset(method: str, random_acc: float, tmp_path) -> None:
-    acc = run_trial(_spec(method, tmp_path), device="cpu").summary()["mean_acc"]
+    acc = run_trial(_spec(method, tmp_path), device="cpu").summary().mean_acc
     assert acc > random_acc, f"{method} with defaults ({QUICK_ITERATIONS} iterations): {acc:.4f} <= random {random_acc:.4f}"

@@ -88,3 +88,46 @@ def test_vectorize_auto_uses_the_loop_on_cpu():
     data = make_tiny_data()
     res = evaluate_synset(_synset(data), data, "mlp", 2, EvalConfig(epochs=1, batch_size=8, dsa=False), seed=0, net_options={"width": 8})
     assert EvalConfig().vectorize is None and not res.vectorized
+
+
+def _weights_after(syn, data, cfg):
+    from distillery.methods.eval import protocol
+    from distillery.methods.nets import build_network
+
+    models = [build_network("convnet", data.channels, data.image_size, data.num_classes, seed=5, width=8)]
+    train = protocol._train_vectorized if cfg.vectorize else protocol._train_sequential
+    trained = train(models, syn.images, syn.labels, cfg.epochs, cfg.lr, cfg, None, 1, "convnet", None)
+    return torch.cat([p.detach().flatten() for p in trained[0].parameters()])
+
+
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_soft_labels_train_with_soft_target_cross_entropy(vectorize):
+    """One-hot soft labels train exactly like hard labels; other soft labels train differently; the
+    metrics still count hard test labels (one row per class, accuracies in [0, 1])."""
+    data = make_tiny_data()
+    hard = _synset(data)
+    one_hot = SyntheticSet(hard.images, torch.nn.functional.one_hot(hard.labels, data.num_classes).float())
+    smooth = SyntheticSet(hard.images, 0.6 * one_hot.labels + 0.4 / data.num_classes)
+    assert one_hot.soft_labels and torch.equal(one_hot.hard_labels(), hard.labels)
+    cfg = EvalConfig(epochs=3, batch_size=8, dsa=False, vectorize=vectorize)
+    torch.testing.assert_close(_weights_after(one_hot, data, cfg), _weights_after(hard, data, cfg))
+    assert not torch.allclose(_weights_after(smooth, data, cfg), _weights_after(hard, data, cfg))
+    res = evaluate_synset(smooth, data, "convnet", 2, cfg, seed=1, net_options={"width": 8})
+    assert res.per_class.shape == (2, data.num_classes) and bool(((res.per_class >= 0) & (res.per_class <= 1)).all())
+
+
+def test_soft_labels_must_be_probabilities_and_the_summary_says_so(tmp_path):
+    from distillery.methods.trial import TrialSpec, run_trial
+
+    data = make_tiny_data()
+    hard = _synset(data)
+    with pytest.raises(ValueError, match=r"probability matrix .* softmax\(logits / temperature\)"):
+        SyntheticSet(hard.images, torch.randn(len(hard), data.num_classes))
+    soft = SyntheticSet(hard.images, torch.full((len(hard), data.num_classes), 1.0 / data.num_classes))
+    restored = SyntheticSet.from_state_dict(soft.state_dict())  # artifacts keep the label matrix
+    assert torch.equal(restored.labels, soft.labels)
+    spec = TrialSpec(dataset="digits", method="random", ipc=6, n_models=1, eval=EvalConfig(epochs=1, dsa=False),
+                     arch_options={"convnet": {"width": 8}})
+    summary = run_trial(spec, device="cpu", data=data, synset=soft).summary()
+    assert summary.soft_labels and summary.to_dict()["soft_labels"] is True
+    assert not run_trial(spec, device="cpu", data=data, synset=hard).summary().soft_labels

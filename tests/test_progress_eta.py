@@ -71,8 +71,17 @@ def test_trial_help_describes_the_command_and_its_defaults(capsys):
 def test_summary_table_labels_its_columns_and_uses_the_reports_unit():
     from distillery.orchestrator.progress import summary_table
 
-    models = [{"mean_acc": 0.9, "class_var": 0.0025}, {"mean_acc": 0.8, "class_var": 0.0035}]
-    record = {"ipc": 10, "summary": {"dataset": "digits", "method": "dm", "archs": {"convnet": {"per_model": models}}}}
+    from distillery.methods.schema import ArchSummary, ModelScore, TrialSummary
+
+    models = (ModelScore(0.9, 0.0025, 0.9, (0.9,)), ModelScore(0.8, 0.0035, 0.8, (0.8,)))
+    arch = ArchSummary(mean_acc=0.85, overall_acc=0.85, class_var=0.003, class_std=0.05, worst_class_acc=0.8, gap=0.1, cv=0.1,
+                       mean_acc_std=0.07, ci95=(0.8, 0.9), per_class=(0.85,), per_model=models, n_models=2, train_seconds=1.0,
+                       test_seconds=1.0, epochs=3, lr=0.01, vectorized=False)
+    summary = TrialSummary(dataset="digits", method="dm", ipc=10, seed=0, archs={"convnet": arch}, class_names=("0",),
+                           eval_split="test", eval_samples=10, distill_seconds=1.0, eval_seconds=1.0, learned_lr=None,
+                           synthetic_images=100, method_config={})
+    assert TrialSummary.from_dict(summary.to_dict()) == summary  # the stored JSON reads back as the same summary
+    record = {"ipc": 10, "summary": summary.to_dict()}
     header, _, row, note = summary_table([record]).splitlines()
     assert "mean acc %" in header and "sd %" in header
     assert "class var" in header and "%^2" not in header

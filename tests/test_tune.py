@@ -92,8 +92,8 @@ def test_early_stopping_rungs_end_with_the_uninterrupted_result(tmp_path):
     assert [r["rung"] for r in reports] == [1, 2, 3] and [r["iterations"] for r in reports] == [7, 14, 20]
     assert reports[-1]["done"] and not reports[0]["done"]
     plain = run_trial(spec, device="cpu", data=data).summary()
-    assert reports[-1]["mean_acc"] == pytest.approx(plain["mean_acc"], abs=1e-9)
-    assert reports[-1]["class_var"] == pytest.approx(plain["class_var"], abs=1e-9)
+    assert reports[-1]["mean_acc"] == pytest.approx(plain.mean_acc, abs=1e-9)
+    assert reports[-1]["class_var"] == pytest.approx(plain.class_var, abs=1e-9)
 
 
 @pytest.mark.parametrize("change, field", [

@@ -35,6 +35,7 @@ def aggregate(
         row: dict[str, object] = dict(zip(CELL_KEYS, key))
         row["ipc"] = int(row["ipc"])
         row["is_baseline"] = bool(g["full_data"].any())
+        row["soft_labels"] = bool(g["soft_labels"].any()) if "soft_labels" in g else False  # shown in the report's cell table
         row["n_sets"] = int(g["run_id"].nunique())
         row["n_models"] = int(len(g))
         row["n_classes"] = int(g["n_classes"].iloc[0])

@@ -9,7 +9,7 @@ Frame layout (``SweepData.models``), chosen so that one row is one independent-i
 (a trained evaluation model) and every per-model statistic is a column:
 
   run_id, run_name, trial_hash, dataset, method, arch, ipc (int), seed (int), model (int),
-  full_data (bool), n_classes (int), images (int = ipc * n_classes, the storage cost),
+  full_data (bool), soft_labels (bool: the set carried soft labels), n_classes (int), images (int = ipc * n_classes, the storage cost),
   distill_seconds, eval_seconds, compute_seconds, gpu_seconds (float, per trial),
   mean_acc, class_var, class_std, worst_class_acc, gap, cv (float, per model, schema definitions),
   acc_0 .. acc_{C-1} (float: per-class accuracy as a fraction; NaN beyond a dataset's n_classes).
@@ -47,7 +47,7 @@ METRICS: tuple[str, ...] = ("mean_acc", "class_var", "class_std", "worst_class_a
 FINISHED = "FINISHED"
 TRIAL_COLUMNS: tuple[str, ...] = (
     "run_id", "run_name", "trial_hash", "dataset", "method", "ipc", "seed", "full_data", "status",
-    "error", "used", "distill_seconds", "eval_seconds", "compute_seconds", "gpu_seconds", "start_time",
+    "error", "used", "soft_labels", "distill_seconds", "eval_seconds", "compute_seconds", "gpu_seconds", "start_time",
 )
 _CHECK_TOL = 1e-4  # per_class.csv vs logged metric; generous for CSV rounding
 
@@ -137,7 +137,7 @@ def models_from_per_class(trial: Mapping[str, Any], per_class: pd.DataFrame) -> 
             "run_id": trial["run_id"], "run_name": trial.get("run_name"), "trial_hash": trial.get("trial_hash"),
             "dataset": trial["dataset"], "method": trial["method"], "arch": str(arch),
             "ipc": int(trial["ipc"]), "seed": int(trial["seed"]), "model": int(model),
-            "full_data": bool(trial["full_data"]), "n_classes": n_classes,
+            "full_data": bool(trial["full_data"]), "soft_labels": bool(trial.get("soft_labels", False)), "n_classes": n_classes,
             "images": int(trial["ipc"]) * n_classes,
         }
         for k in ("distill_seconds", "eval_seconds", "compute_seconds", "gpu_seconds"):
@@ -374,6 +374,7 @@ def _mlflow_trial(run) -> dict[str, Any]:
         "ipc": tags.get(Tag.IPC),
         "seed": tags.get(Tag.SEED),
         "full_data": _is_true(tags.get(Tag.FULL_DATA)) or tags.get(Tag.METHOD) == "full",
+        "soft_labels": _is_true(tags.get(Tag.SOFT_LABELS)),
         "status": str(status).upper(),
         "error": tags.get(Tag.ERROR),
         "start_time": run.info.start_time,
@@ -543,6 +544,7 @@ def _tune_trial(trial_dir: Path, root: Path) -> tuple[dict[str, Any], dict[str, 
         "start_time": src.get("timestamp"),
     }
     t["full_data"] = _is_true(src.get("full_data")) or t["method"] == "full"
+    t["soft_labels"] = _is_true(src.get("soft_labels"))
     t.update(_costs(src))
     if t["status"] == FINISHED:
         try:

@@ -213,11 +213,13 @@ def _ci(lo: float, hi: float, pct: bool) -> str:
 
 
 def display_table(agg: pd.DataFrame) -> pd.DataFrame:
-    """The aggregate table as people read it: accuracy in %, CIs as text, baseline labelled."""
+    """The aggregate table as people read it: accuracy in %, CIs as text, the baseline and sets with
+    soft labels labelled (a soft-label set stores more than its images: its cost is not IPC alone)."""
     rows = []
     for _, r in agg.iterrows():
         rows.append({
-            "dataset": r["dataset"], "method": r["method"] + (" (full data)" if r["is_baseline"] else ""),
+            "dataset": r["dataset"],
+            "method": r["method"] + (" (full data)" if r["is_baseline"] else "") + (" (soft labels)" if r.get("soft_labels", False) else ""),
             "arch": r["arch"], "IPC": int(r["ipc"]), "sets": int(r["n_sets"]), "models": int(r["n_models"]),
             "acc %": _pct(r["mean_acc"]), "acc 95% CI": _ci(r["mean_acc_ci_low"], r["mean_acc_ci_high"], True),
             "class var": f"{r['class_var']:.4g}",

@@ -19,7 +19,7 @@ from .distill.base import Progress, ProgressCallback, SyntheticSet, apply_overri
 from .errors import UserError
 from .eval import EvalConfig, EvalProgress, EvalResult, evaluate_synset
 from .metrics.fairness import aggregate_models, fairness_metrics
-from .schema import FAIRNESS_METRICS
+from .schema import FAIRNESS_METRICS, ArchSummary, ModelScore, TrialSummary
 from .aug.dsa import parse_strategy
 from .nets import NETWORKS, check_net_options
 from .utils.device import resolve_device
@@ -77,51 +77,39 @@ class TrialResult:
     losses: list[tuple[int, float]]
     eval_split: str = "test"  # what the accuracies were measured on: "test" or "validation" (tuning)
 
-    def summary(self) -> dict[str, Any]:
-        """The JSON the CLI prints (first arch at top level, every arch under 'archs')."""
-        archs = {arch: _arch_summary(res, self.class_counts) for arch, res in self.evals.items()}
-        first = archs[self.spec.archs[0]]
-        return {
-            "dataset": self.spec.dataset,
-            "method": self.spec.method,
-            "ipc": self.spec.ipc,
-            "seed": self.spec.seed,
-            **{k: first[k] for k in (*FAIRNESS_METRICS, "mean_acc_std", "ci95")},
-            "per_class": first["per_class"],
-            "per_model": first["per_model"],
-            "n_models": first["n_models"],
-            "class_names": list(self.class_names),
-            "eval_split": self.eval_split,
-            "eval_samples": sum(self.class_counts),
-            "archs": archs,
-            "distill_seconds": self.distill_seconds,
-            "eval_seconds": self.eval_seconds,
-            "learned_lr": self.synset.lr,
-            "synthetic_images": len(self.synset),
-            "method_config": dataclasses.asdict(self.method_config),
-        }
+    def summary(self) -> TrialSummary:
+        """The typed result every reader uses (``.to_dict()`` is the CLI's JSON and result.json's summary)."""
+        return TrialSummary(
+            dataset=self.spec.dataset, method=self.spec.method, ipc=self.spec.ipc, seed=self.spec.seed,
+            archs={arch: _arch_summary(res, self.class_counts) for arch, res in self.evals.items()},
+            class_names=tuple(self.class_names), eval_split=self.eval_split, eval_samples=sum(self.class_counts),
+            distill_seconds=self.distill_seconds, eval_seconds=self.eval_seconds, learned_lr=self.synset.lr,
+            synthetic_images=len(self.synset), method_config=dataclasses.asdict(self.method_config),
+            soft_labels=self.synset.soft_labels,
+        )
 
 
-def _arch_summary(res: EvalResult, class_counts: list[int]) -> dict[str, Any]:
+def _arch_summary(res: EvalResult, class_counts: list[int]) -> ArchSummary:
     agg = aggregate_models(res.per_class, class_counts)
     per_model = []
     for k in range(res.n_models):
         m = fairness_metrics(res.per_class[k], class_counts)
-        per_model.append({"mean_acc": m["mean_acc"], "class_var": m["class_var"], "overall_acc": float(res.overall[k]), "per_class": res.per_class[k].tolist()})
-    return {
-        **{name: v["mean"] for name, v in agg.items() if name != "overall_acc"},
-        "overall_acc": float(res.overall.mean()),
-        "mean_acc_std": agg["mean_acc"]["std"],
-        "ci95": [agg["mean_acc"]["ci95_low"], agg["mean_acc"]["ci95_high"]],
-        "per_class": res.per_class.mean(0).tolist(),
-        "per_model": per_model,
-        "n_models": res.n_models,
-        "train_seconds": res.train_seconds,
-        "test_seconds": res.test_seconds,
-        "epochs": res.epochs,
-        "lr": res.lr,
-        "vectorized": res.vectorized,
-    }
+        per_model.append(ModelScore(m["mean_acc"], m["class_var"], float(res.overall[k]), tuple(res.per_class[k].tolist())))
+    means = {name: v["mean"] for name, v in agg.items() if name != "overall_acc"}
+    return ArchSummary(
+        **{k: float(means[k]) for k in FAIRNESS_METRICS if k != "overall_acc"},
+        overall_acc=float(res.overall.mean()),
+        mean_acc_std=float(agg["mean_acc"]["std"]),
+        ci95=(float(agg["mean_acc"]["ci95_low"]), float(agg["mean_acc"]["ci95_high"])),
+        per_class=tuple(res.per_class.mean(0).tolist()),
+        per_model=tuple(per_model),
+        n_models=res.n_models,
+        train_seconds=res.train_seconds,
+        test_seconds=res.test_seconds,
+        epochs=res.epochs,
+        lr=res.lr,
+        vectorized=res.vectorized,
+    )
 
 
 def prepare_data(spec: TrialSpec, data: ImageData | None = None) -> ImageData:

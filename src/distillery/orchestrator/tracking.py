@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-from distillery.methods.schema import FAIRNESS_METRICS, Tag
+from distillery.methods.schema import FAIRNESS_METRICS, Tag, TrialSummary
 
 KIND_TAG, HASH_TAG, STATUS_TAG, ERROR_TAG, PARENT_TAG = Tag.KIND, Tag.TRIAL_HASH, Tag.STATUS, Tag.ERROR, Tag.PARENT
 
@@ -127,6 +127,7 @@ class SweepTracker:
         run_id = self.runs[trial_hash][0]
         if record.get("full_data"):  # the baseline's IPC is the per-class count it trained on
             self.client.set_tag(run_id, Tag.IPC, str(record["ipc"]))
+        self.client.set_tag(run_id, Tag.SOFT_LABELS, str(bool(record["summary"].get("soft_labels", False))).lower())
         self.log_metrics(run_id, trial_metrics(record))
         self.client.log_artifacts(run_id, str(result_dir))
         self.client.set_tag(run_id, STATUS_TAG, "FINISHED")
@@ -171,22 +172,21 @@ class SweepTracker:
 
 def trial_metrics(record: Mapping[str, Any]) -> dict[str, float]:
     """Final metrics of a trial per docs/tracking-schema.md."""
-    s = record["summary"]
+    s = TrialSummary.from_dict(record["summary"])
     out: dict[str, float] = {
-        "distill_seconds": s["distill_seconds"],
-        "eval_seconds": s["eval_seconds"],
+        "distill_seconds": s.distill_seconds,
+        "eval_seconds": s.eval_seconds,
         "resources/cpu": record["resources"]["cpu"],
         "resources/gpu": record["resources"]["gpu"],
-        "synthetic_images": s["synthetic_images"],
+        "synthetic_images": s.synthetic_images,
     }
-    for arch, a in s["archs"].items():
+    for arch, a in s.archs.items():
         for key in (*FAIRNESS_METRICS, "mean_acc_std"):
-            out[f"{arch}/{key}"] = a[key]
-        out[f"{arch}/n_models"] = a["n_models"]
-        for c, acc in enumerate(a["per_class"]):
+            out[f"{arch}/{key}"] = getattr(a, key)
+        out[f"{arch}/n_models"] = a.n_models
+        for c, acc in enumerate(a.per_class):
             out[f"{arch}/per_class/{c}"] = acc
-    first = s["archs"][next(iter(s["archs"]))]
-    out.update({k: first[k] for k in ("mean_acc", "class_var", "worst_class_acc")})
-    if s.get("learned_lr") is not None:
-        out["learned_lr"] = s["learned_lr"]
+    out.update({k: s.metric(k) for k in ("mean_acc", "class_var", "worst_class_acc")})
+    if s.learned_lr is not None:
+        out["learned_lr"] = s.learned_lr
     return out

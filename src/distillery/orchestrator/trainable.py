@@ -12,6 +12,7 @@ from typing import Any
 
 from distillery.methods.distill.base import Progress, SyntheticSet
 from distillery.methods.eval import EvalProgress
+from distillery.methods.schema import TrialSummary
 from distillery.methods.trial import TrialResult, run_trial
 
 from .artifacts import write_trial_artifacts
@@ -33,15 +34,16 @@ class SweepContext:
 
 def final_metrics(record: dict[str, Any]) -> dict[str, Any]:
     """The last Tune report of a trial (docs/tracking-schema.md: 'Tune results directory')."""
-    s = record["summary"]
+    s = TrialSummary.from_dict(record["summary"])
     return {
         "done": True,
         "trial_hash": record["trial_hash"],
-        "dataset": s["dataset"], "method": s["method"], "ipc": record["ipc"], "seed": s["seed"],
-        "mean_acc": s["mean_acc"], "class_var": s["class_var"], "worst_class_acc": s["worst_class_acc"],
-        "distill_seconds": s["distill_seconds"], "eval_seconds": s["eval_seconds"],
-        "per_class": {arch: [m["per_class"] for m in a["per_model"]] for arch, a in s["archs"].items()},
-        "class_names": s["class_names"],
+        "dataset": s.dataset, "method": s.method, "ipc": record["ipc"], "seed": s.seed,
+        "mean_acc": s.mean_acc, "class_var": s.class_var, "worst_class_acc": s.worst_class_acc,
+        "distill_seconds": s.distill_seconds, "eval_seconds": s.eval_seconds,
+        "per_class": {arch: [list(m.per_class) for m in a.per_model] for arch, a in s.archs.items()},
+        "class_names": list(s.class_names),
+        "soft_labels": s.soft_labels,
     }
 
 
@@ -127,7 +129,7 @@ def _run(plan: TrialPlan, store: TrialStore, context: SweepContext) -> dict[str,
 
 
 def _record(plan: TrialPlan, result: TrialResult, losses: list[list[float]], resumed_from: int, started_at: float) -> dict[str, Any]:
-    summary = result.summary()
+    summary = result.summary().to_dict()
     ipc = int(result.synset.meta.get("ipc", plan.spec.ipc)) if plan.full_data else plan.spec.ipc
     return {
         "trial_hash": plan.trial_hash,

@@ -122,7 +122,7 @@ def main(args: argparse.Namespace) -> int:
         estimate = estimate_trial(spec, device=args.device, data=data, progress_callback=printer.distill)
         print(f"{estimate.describe(format_seconds)} on {resolve_device(args.device)}", file=sys.stderr, flush=True)
     result = run_trial(spec, device=args.device, data=data, progress_callback=printer.distill, eval_callback=printer.evaluate)
-    summary = {**result.summary(), "budget": args.budget, "estimate": dataclasses.asdict(estimate) if estimate else None}
+    summary = {**result.summary().to_dict(), "budget": args.budget, "estimate": dataclasses.asdict(estimate) if estimate else None}
     if args.json:
         print(json.dumps(summary))
     else:

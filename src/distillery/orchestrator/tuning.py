@@ -103,9 +103,9 @@ class CellContext:
 def objective_report(result: Any) -> dict[str, Any]:
     s = result.summary()
     return {
-        **{k: s[k] for k in FAIRNESS_METRICS},
-        "eval_split": s["eval_split"], "eval_samples": s["eval_samples"],
-        "distill_seconds": s["distill_seconds"], "eval_seconds": s["eval_seconds"],
+        **{k: s.metric(k) for k in FAIRNESS_METRICS},
+        "eval_split": s.eval_split, "eval_samples": s.eval_samples,
+        "distill_seconds": s.distill_seconds, "eval_seconds": s.eval_seconds,
     }
 
 

@@ -28,7 +28,9 @@ class SyntheticSet:
     """What a method produces and the evaluation protocol trains on.
 
     images: float32 [N, C, H, W] in the same (normalized, possibly transformed) space as the
-    ImageData it was distilled from. labels: int64 [N] (hard) or float32 [N, num_classes] (soft).
+    ImageData it was distilled from. labels: int64 [N] (hard) or float32 [N, num_classes] (soft: a
+    probability row per image, checked; the evaluation trains on them with soft-target cross-entropy,
+    as DATM and PAD do, while every accuracy and fairness metric still counts hard test labels).
     lr: a learned training learning rate (MTT) the evaluation uses instead of its default.
     full_data: True for the full-data baseline, whose images are the whole training set (the
     evaluation then uses the full-data epoch count and nobody should save it as an artifact).
@@ -45,6 +47,16 @@ class SyntheticSet:
             raise ValueError(f"SyntheticSet.images must be [N, C, H, W], got shape {tuple(self.images.shape)}")
         if self.labels.shape[0] != self.images.shape[0]:
             raise ValueError("SyntheticSet.images and labels must have the same length")
+        if self.labels.ndim == 2:  # soft labels: the protocol trains on them with soft-target cross-entropy
+            labels = self.labels.detach()
+            if not labels.is_floating_point() or bool((labels < 0).any()) or not torch.allclose(
+                    labels.sum(1), torch.ones(len(labels), dtype=labels.dtype, device=labels.device), atol=1e-3):
+                raise ValueError(
+                    "SyntheticSet soft labels must be a probability matrix [N, num_classes] (non-negative float rows that "
+                    "sum to 1); a method that learns logits stores softmax(logits / temperature)"
+                )
+        elif self.labels.ndim != 1:
+            raise ValueError(f"SyntheticSet.labels must be [N] class indices or [N, num_classes] probabilities, got {tuple(self.labels.shape)}")
 
     @property
     def soft_labels(self) -> bool:
