@@ -37,8 +37,18 @@ def test_herding_distill(tiny_data):
 
 
 def test_full_returns_whole_train_set(tiny_data):
-    syn = get_method("full").distill(tiny_data, 1, None, seed=0, device=torch.device("cpu"))
+    from distillery.methods.distill.baselines import FULL_DATA
+    from distillery.methods.trial import TrialSpec
+
+    syn = FULL_DATA.distill(tiny_data, None, None, seed=0, device=torch.device("cpu"))
     assert syn.full_data and len(syn) == len(tiny_data.train_x)
+    # the baseline is a cell kind (ipc null), not a registered method: no method loop meets it
+    with pytest.raises(UnknownNameError):
+        get_method("full")
+    assert TrialSpec(method="full", ipc=None).method_impl() is FULL_DATA
+    for method, ipc in (("full", 10), ("random", None)):
+        with pytest.raises(UserError, match="the full-data baseline is the cell with ipc null"):
+            TrialSpec(method=method, ipc=ipc).validate()
 
 
 def test_ipc_bounds_and_unknown_options(tiny_data):

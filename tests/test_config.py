@@ -194,12 +194,12 @@ def test_each_cell_records_a_trial_command_that_reproduces_it(tmp_path, name):
 
 
 def test_full_data_run_params_say_all_not_the_placeholder_ipc(tmp_path):
-    """The full-data baseline's identity holds ipc 1 (ignored); its MLflow param says 'all'."""
+    """The full-data baseline is the cell with ipc null; its MLflow param and start tag say 'all'."""
     from distillery.orchestrator.sweep import run_params
 
     plans = expand(validate_config({**tiny_sweep("fullp"), "full_baseline": {"enabled": True}}, base_dir=tmp_path))
     full = [p for p in plans if p.full_data]
-    assert full and all(run_params(p)["ipc"] == "all" and p.spec.ipc == 1 for p in full)
+    assert full and all(run_params(p)["ipc"] == "all" and p.spec.ipc is None and p.tags()["distillery.ipc"] == "all" for p in full)
     assert {run_params(p)["ipc"] for p in plans if not p.full_data} == {"1", "2"}
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from .distill.base import get_method
 from .errors import UserError
 from .trial import TrialSpec
 
@@ -41,7 +40,7 @@ def apply_budget(spec: TrialSpec, budget: str) -> BudgetChoice:
         raise UserError(f"--budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
     if "iterations" in spec.method_params:
         return BudgetChoice(spec, None)  # the user's number wins
-    published = getattr(get_method(spec.method).default_config(spec.dataset, spec.ipc), "iterations", None)
+    published = getattr(spec.method_impl().default_config(spec.dataset, spec.ipc), "iterations", None)
     if published is None:  # not an iterative method (random, herding, full): nothing to budget
         return BudgetChoice(spec, None)
     if budget == "paper":

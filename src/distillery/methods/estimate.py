@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from .data.base import ImageData
-from .distill.base import Progress, ProgressCallback, get_method
+from .distill.base import Progress, ProgressCallback
 from .eval import EvalConfig, EvalProgress, evaluate_synset
 from .trial import TrialSpec, prepare_data
 from .utils.device import resolve_device
@@ -62,7 +62,7 @@ def estimate_trial(
     receives preparation-phase reports (e.g. '[experts] 3/30') so a long build is visible."""
     spec.validate()
     dev = resolve_device(device)
-    method = get_method(spec.method)
+    method = spec.method_impl()
     config = spec.resolved_method_config()
     data = prepare_data(spec, data)
     on_device = data.to(dev) if dev.type != "cpu" else data

@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
+#: the method label of the full-data baseline cell (ipc null): in trial specs, MLflow tags and analysis
+FULL_DATA_METHOD = "full"
+
 #: a trial's fairness metrics (methods.metrics.fairness computes them; fractions, class_var in fraction^2)
 FAIRNESS_METRICS: tuple[str, ...] = ("mean_acc", "overall_acc", "class_var", "class_std", "worst_class_acc", "gap", "cv")
 
@@ -85,7 +88,7 @@ class TrialSummary:
 
     dataset: str
     method: str
-    ipc: int
+    ipc: int | None  # None: the full-data baseline cell
     seed: int
     archs: dict[str, ArchSummary]
     class_names: tuple[str, ...]

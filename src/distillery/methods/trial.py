@@ -15,11 +15,12 @@ import torch
 
 from .aug import apply_transforms
 from .data import DatasetOptions, ImageData, dataset_fingerprint, load_dataset
-from .distill.base import Progress, ProgressCallback, SyntheticSet, apply_overrides, get_method, parse_scalar
+from .distill.base import DistillMethod, Progress, ProgressCallback, SyntheticSet, apply_overrides, get_method, parse_scalar
+from .distill.baselines import FULL_DATA
 from .errors import UserError
 from .eval import EvalConfig, EvalProgress, EvalResult, evaluate_synset
 from .metrics.fairness import aggregate_models, fairness_metrics
-from .schema import FAIRNESS_METRICS, ArchSummary, ModelScore, TrialSummary
+from .schema import FAIRNESS_METRICS, FULL_DATA_METHOD, ArchSummary, ModelScore, TrialSummary
 from .aug.dsa import parse_strategy
 from .nets import NETWORKS, check_net_options
 from .utils.device import resolve_device
@@ -31,7 +32,9 @@ class TrialSpec:
 
     dataset: str = "digits"
     method: str = "random"
-    ipc: int = 10
+    #: images per class; None is the full-data baseline cell (method FULL_DATA_METHOD): the whole
+    #: training split, no per-class count, so no placeholder needs correcting downstream
+    ipc: int | None = 10
     seed: int = 0
     method_params: Mapping[str, Any] = field(default_factory=dict)
     archs: tuple[str, ...] = ("convnet",)
@@ -40,9 +43,23 @@ class TrialSpec:
     data: DatasetOptions = DatasetOptions()
     arch_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
+    @property
+    def full_data(self) -> bool:
+        """The full-data baseline cell: evaluation trains on the whole training split."""
+        return self.ipc is None
+
+    def method_impl(self) -> DistillMethod:
+        """What makes this cell's set: the registered method, or the full-data baseline."""
+        return FULL_DATA if self.full_data else get_method(self.method)
+
     def validate(self) -> None:
         """Cheap checks that need no data, so bad input fails before anything expensive starts."""
-        if self.ipc < 1:
+        if (self.ipc is None) != (self.method == FULL_DATA_METHOD):
+            raise UserError(
+                f"the full-data baseline is the cell with ipc null (method {FULL_DATA_METHOD!r}); got method {self.method!r} "
+                f"with ipc {self.ipc}: use --method {FULL_DATA_METHOD} (any --ipc is ignored) or give a distillation method an ipc"
+            )
+        if self.ipc is not None and self.ipc < 1:
             raise UserError(f"ipc must be >= 1, got {self.ipc}")
         if self.n_models < 1:
             raise UserError(f"models must be >= 1, got {self.n_models}")
@@ -61,7 +78,7 @@ class TrialSpec:
         self.resolved_method_config()
 
     def resolved_method_config(self) -> Any:
-        return get_method(self.method).make_config(self.dataset, self.ipc, self.method_params)
+        return self.method_impl().make_config(self.dataset, self.ipc, self.method_params)
 
 
 @dataclass
@@ -118,7 +135,7 @@ def prepare_data(spec: TrialSpec, data: ImageData | None = None) -> ImageData:
         data = load_dataset(spec.dataset, spec.data)
         if data.fingerprint is None:  # identifies the data for shared caches (MTT expert buffers)
             data = dataclasses.replace(data, fingerprint=dataset_fingerprint(spec.dataset, spec.data))
-    method = get_method(spec.method)
+    method = spec.method_impl()
     transforms = method.transforms(spec.resolved_method_config())
     return apply_transforms(data, transforms) if transforms and data.transform != transforms else data
 
@@ -139,7 +156,7 @@ def run_trial(
     """
     spec.validate()
     dev = resolve_device(device)
-    method = get_method(spec.method)
+    method = spec.method_impl()
     config = spec.resolved_method_config()
     data = prepare_data(spec, data)
     losses: list[tuple[int, float]] = []

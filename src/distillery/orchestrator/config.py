@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, Field, PositiveInt, ValidationEr
 from distillery.methods.data import DatasetOptions
 from distillery.methods.errors import UserError
 from distillery.methods.eval import EvalConfig
+from distillery.methods.schema import FULL_DATA_METHOD
 
 from .derived import STRICT, dataclass_kwargs, dataclass_model
 from .yamlio import read_yaml
@@ -118,7 +119,7 @@ class ResourceOverride(BaseModel):
 class ResourceConfig(Resources):
     overrides: list[ResourceOverride] = Field(default_factory=list)
 
-    def for_trial(self, method: str, ipc: int) -> Resources:
+    def for_trial(self, method: str, ipc: int | None) -> Resources:
         values = {"cpu": self.cpu, "gpu": self.gpu, "gpu_memory_fraction": self.gpu_memory_fraction}
         for o in self.overrides:
             if (o.method is None or o.method == method) and (o.ipc is None or ipc in o.ipc):
@@ -382,7 +383,7 @@ def check_names(config: SweepConfig, source: str) -> None:
         raise UserError(f"{source}: {field}: {msg}")
 
     check_datasets_and_eval(config.datasets, config.eval, fail)
-    if "full" in config.methods:
+    if FULL_DATA_METHOD in config.methods:
         fail("methods.full", "the full-data baseline is not a per-IPC method; set full_baseline: {enabled: true} instead")
     for name, entry in config.methods.items():
         try:
@@ -402,7 +403,7 @@ def check_names(config: SweepConfig, source: str) -> None:
                 except UserError as exc:
                     fail(f"methods.{name}.params", str(exc))
     for o in config.resources.overrides:
-        if o.method is not None and o.method not in config.methods and o.method != "full":
+        if o.method is not None and o.method not in config.methods and o.method != FULL_DATA_METHOD:  # overrides may target the baseline cell by its label
             fail("resources.overrides.method", f"{o.method!r} is not one of the sweep's methods {sorted(config.methods)}")
 
 

@@ -18,7 +18,6 @@ from typing import Callable, Sequence
 
 import torch
 
-from distillery.methods.distill.base import get_method
 from distillery.methods.estimate import TrialEstimate, estimate_trial
 
 from .config import SweepConfig
@@ -60,7 +59,7 @@ def concurrent_slots(config: SweepConfig, plans: Sequence[TrialPlan]) -> int:
 
 
 def _missing_prep(plan: TrialPlan) -> str | None:
-    method = get_method(plan.spec.method)
+    method = plan.spec.method_impl()
     config = plan.spec.resolved_method_config()
     jobs = [j for j in method.prep_jobs(plan.spec.dataset, plan.spec.data, config) if not method.job_done(j)]
     if jobs:

@@ -21,7 +21,7 @@ from distillery.methods.data import DatasetOptions
 from distillery.methods.data.registry import resolve_options
 from distillery.methods.distill.base import get_method
 from distillery.methods.eval import EvalConfig
-from distillery.methods.schema import Tag
+from distillery.methods.schema import FULL_DATA_METHOD, Tag
 from distillery.methods.trial import TrialSpec
 
 from .config import DatasetEntry, Resources, SweepConfig
@@ -30,20 +30,23 @@ from .reproduce import trial_command
 
 @dataclass(frozen=True)
 class TrialPlan:
-    """One (dataset, method, IPC, seed) trial of a sweep."""
+    """One (dataset, method, IPC, seed) trial of a sweep, or a full-data baseline cell (ipc null)."""
 
-    name: str  # e.g. dm-ipc10-seed3
+    name: str  # e.g. dm-ipc10-seed3, full-seed0
     trial_hash: str
     spec: TrialSpec
     resources: Resources
-    full_data: bool = False
+
+    @property
+    def full_data(self) -> bool:
+        return self.spec.full_data
 
     def tags(self) -> dict[str, str]:
         return {
             Tag.KIND: "trial",
             Tag.DATASET: self.spec.dataset,
             Tag.METHOD: self.spec.method,
-            Tag.IPC: str(self.spec.ipc),
+            Tag.IPC: "all" if self.full_data else str(self.spec.ipc),  # the baseline's per-class count replaces "all" when it finishes
             Tag.SEED: str(self.spec.seed),
             Tag.TRIAL_HASH: self.trial_hash,
             Tag.FULL_DATA: str(self.full_data).lower(),
@@ -63,7 +66,7 @@ def eval_config(config: SweepConfig) -> EvalConfig:
 def identity(spec: TrialSpec) -> dict[str, Any]:
     """The JSON-able content that defines a trial's result."""
     method_config = dataclasses.asdict(spec.resolved_method_config())
-    for path in get_method(spec.method).path_options:  # where a cache lives, not what it holds
+    for path in spec.method_impl().path_options:  # where a cache lives, not what it holds
         method_config.pop(path, None)
     data = dataclasses.asdict(spec.data)
     data.pop("download", None)  # how files arrived does not change them
@@ -90,7 +93,7 @@ def locations(spec: TrialSpec) -> dict[str, Any]:
     """What ``identity`` leaves out on purpose, as flat param names: where the data and caches are."""
     config = spec.resolved_method_config()
     out: dict[str, Any] = {"data.root": spec.data.root}
-    out.update({f"method_config.{p}": getattr(config, p) for p in get_method(spec.method).path_options})
+    out.update({f"method_config.{p}": getattr(config, p) for p in spec.method_impl().path_options})
     return out
 
 
@@ -106,26 +109,26 @@ def expand(config: SweepConfig) -> list[TrialPlan]:
     ev = eval_config(config)
     arch_options = {k: dict(v) for k, v in config.eval.arch_options.items()}
 
-    def add(d: DatasetEntry, method: str, ipc: int, seed: int, params: dict[str, Any], full: bool) -> None:
+    def add(d: DatasetEntry, method: str, ipc: int | None, seed: int, params: dict[str, Any]) -> None:
         spec = TrialSpec(
             dataset=d.name, method=method, ipc=ipc, seed=seed, method_params=params,
             archs=tuple(config.eval.archs), n_models=config.eval.models, eval=ev,
             data=dataset_options(d), arch_options=arch_options,
         )
-        name = f"{method}-seed{seed}" if full else f"{method}-ipc{ipc}-seed{seed}"
+        name = f"{method}-seed{seed}" if ipc is None else f"{method}-ipc{ipc}-seed{seed}"
         if multi:
             name = f"{d.name}-{name}"
-        plans.append(TrialPlan(name, trial_hash(spec), spec, config.resources.for_trial(method, ipc), full))
+        plans.append(TrialPlan(name, trial_hash(spec), spec, config.resources.for_trial(method, ipc)))
 
     for d in config.datasets:
         for method, entry in config.methods.items():
             get_method(method)  # registered (validated earlier)
             for ipc in entry.ipcs or config.ipcs:
                 for seed in config.seeds:
-                    add(d, method, ipc, seed, entry.params_for(ipc), False)
+                    add(d, method, ipc, seed, entry.params_for(ipc))
         if config.full_baseline.enabled:
             for seed in config.full_baseline.seeds or config.seeds[:1]:
-                add(d, "full", 1, seed, {}, True)
+                add(d, FULL_DATA_METHOD, None, seed, {})  # the baseline cell: no IPC
     hashes = [p.trial_hash for p in plans]
     assert len(set(hashes)) == len(hashes), "two trials of the sweep have the same identity"
     return plans

@@ -23,7 +23,7 @@ def collect_prep_jobs(needs: Iterable[Need]) -> list[tuple[PrepJob, Resources]]:
     most expert epochs any trial reads), with the resources of a trial that needs them."""
     jobs: dict[tuple[str, int], tuple[PrepJob, Resources]] = {}
     for spec, resources in needs:
-        method = get_method(spec.method)
+        method = spec.method_impl()
         for job in method.prep_jobs(spec.dataset, spec.data, spec.resolved_method_config()):
             known = jobs.get((job.key, job.index))
             if (known is None or job.extent > known[0].extent) and not method.job_done(job):

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Mapping, TextIO
 
 from ray import tune
 
-from distillery.methods.schema import TrialSummary
+from distillery.methods.schema import FULL_DATA_METHOD, TrialSummary
 
 from .eta import PhaseETA, format_seconds as _fmt_seconds
 
@@ -77,12 +77,12 @@ def summary_table(records: Iterable[Mapping[str, Any]]) -> str:
         return "(no finished trials)"
     header = f"{'dataset':<12} {'arch':<10} {'method':<10} {'ipc':>5} {'mean acc %':>11} {'sd %':>6} {'class var':>10} {'models':>7}"
     lines = [header, "-" * len(header)]
-    for (dataset, arch, method, ipc), models in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] == "full", kv[0][2], kv[0][3])):
+    for (dataset, arch, method, ipc), models in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] == FULL_DATA_METHOD, kv[0][2], kv[0][3])):
         accs = [m.mean_acc for m in models]
         mean = sum(accs) / len(accs)
         std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 if len(accs) > 1 else 0.0
         var = sum(m.class_var for m in models) / len(models)
-        ipc_label = "all" if method == "full" else str(ipc)
+        ipc_label = "all" if method == FULL_DATA_METHOD else str(ipc)
         lines.append(f"{dataset:<12} {arch:<10} {method:<10} {ipc_label:>5} {100 * mean:>11.2f} {100 * std:>6.2f} {var:>10.5f} {len(models):>7}")
     lines.append("mean acc: mean per-class accuracy over every model of the cell; sd: its standard deviation over those "
                  "models; class var: variance of the per-class accuracies (fractions, so fraction^2: the unit of the "

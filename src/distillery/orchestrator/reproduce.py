@@ -34,7 +34,7 @@ def _value(v: Any) -> str:
 
 def trial_command(spec: TrialSpec) -> str:
     """``distillery trial ...`` whose TrialSpec has the same identity as ``spec``."""
-    args = ["distillery", "trial", "--dataset", spec.dataset, "--method", spec.method, "--ipc", str(spec.ipc),
+    args = ["distillery", "trial", "--dataset", spec.dataset, "--method", spec.method, "--ipc", "all" if spec.full_data else str(spec.ipc),
             "--seed", str(spec.seed), "--models", str(spec.n_models), "--budget", "paper"]  # sweeps run the paper budget
     for arch in spec.archs:
         args += ["--arch", arch]

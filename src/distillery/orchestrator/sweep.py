@@ -179,9 +179,9 @@ def _run_tune(config: SweepConfig, todo: list[TrialPlan], plans: list[TrialPlan]
 
 
 def run_params(plan: TrialPlan) -> dict[str, str]:
-    """The trial run's MLflow params: its flattened identity. The full-data baseline's identity
-    holds a placeholder ipc (1, ignored by the method); its param says ``all``, as the console and
-    the dry-run table do, and its ``distillery.ipc`` tag gets the per-class count it trained on."""
+    """The trial run's MLflow params: its flattened identity. The full-data baseline cell has no
+    IPC (null in its identity); its param says ``all``, as the console and the dry-run table do, and
+    its ``distillery.ipc`` tag gets the per-class count it trained on when it finishes."""
     params = {**flatten(identity(plan.spec)), **{k: str(v) for k, v in locations(plan.spec).items()}}
     if plan.full_data:
         params["ipc"] = "all"

@@ -130,7 +130,8 @@ def _run(plan: TrialPlan, store: TrialStore, context: SweepContext) -> dict[str,
 
 def _record(plan: TrialPlan, result: TrialResult, losses: list[list[float]], resumed_from: int, started_at: float) -> dict[str, Any]:
     summary = result.summary().to_dict()
-    ipc = int(result.synset.meta.get("ipc", plan.spec.ipc)) if plan.full_data else plan.spec.ipc
+    # the baseline cell has no IPC; its record (and the MLflow tag) carry the per-class count it trained on
+    ipc = int(result.synset.meta["ipc"]) if plan.full_data else plan.spec.ipc
     return {
         "trial_hash": plan.trial_hash,
         "name": plan.name,

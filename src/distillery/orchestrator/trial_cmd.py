@@ -15,6 +15,7 @@ from distillery.methods.eval import EvalConfig, EvalProgress
 from distillery.methods.budget import BUDGETS, QUICK_ITERATIONS, BudgetChoice, apply_budget
 from distillery.methods.estimate import estimate_trial
 from distillery.methods.trial import TrialSpec, prepare_data, run_trial, with_overrides
+from distillery.methods.schema import FULL_DATA_METHOD
 from distillery.methods.utils.device import resolve_device
 
 from .eta import PhaseETA, format_seconds
@@ -30,10 +31,20 @@ def parse_set(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def ipc_arg(value: str) -> int | None:
+    """``--ipc N``, or ``all`` (the full-data baseline, which takes every training image)."""
+    if value.strip().lower() == "all":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of images per class or 'all', got {value!r}") from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="digits", help="dataset name (digits is bundled: works offline)")
     p.add_argument("--method", default="random", help="distillation method (random, herding, full, dc, dsa, dm, datadam, mtt, ...)")
-    p.add_argument("--ipc", type=int, default=10, help="images per class")
+    p.add_argument("--ipc", type=ipc_arg, default=10, help="images per class ('all' with --method full, the full-data baseline)")
     p.add_argument("--models", type=int, default=5, help="evaluation models per architecture (K)")
     p.add_argument("--arch", action="append", help="evaluation architecture (repeatable; default convnet)")
     p.add_argument("--epochs", type=int, help="evaluation epochs (default: the protocol's 300)")
@@ -62,7 +73,7 @@ def budgeted_spec(args: argparse.Namespace) -> BudgetChoice:
     spec = TrialSpec(
         dataset=args.dataset,
         method=args.method,
-        ipc=args.ipc,
+        ipc=None if args.method == FULL_DATA_METHOD else args.ipc,  # the baseline cell has no IPC
         seed=args.seed,
         archs=tuple(args.arch or ["convnet"]),
         n_models=args.models,
@@ -131,7 +142,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def format_summary(s: dict) -> str:
-    lines = [f"{s['method']} on {s['dataset']}, ipc {s['ipc']}, seed {s['seed']} ({s['synthetic_images']} images)"]
+    lines = [f"{s['method']} on {s['dataset']}, ipc {'all' if s['ipc'] is None else s['ipc']}, seed {s['seed']} ({s['synthetic_images']} images)"]
     names = s["class_names"]
     width = max(12, max(len(n) for n in names) + 2)
     for arch, a in s["archs"].items():

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal, Mapping
 from pydantic import BaseModel, Field, PositiveInt, field_validator, model_validator
 
 from distillery.methods.errors import UserError
+from distillery.methods.schema import FULL_DATA_METHOD
 
 from .config import _STRICT, EvalEntry, Resources, RunConfig, abs_sqlite_uri, absolute_method_paths, check_datasets_and_eval
 
@@ -179,7 +180,7 @@ def _check_methods(config: TuneConfig, source: str) -> None:
         if d.test_subset_per_class is not None:
             fail(f"datasets[{i}].test_subset_per_class", "tuning never touches the test split; drop it (validation_per_class sets the validation size)")
     for name, entry in config.methods.items():
-        if name == "full":
+        if name == FULL_DATA_METHOD:
             fail("methods.full", "the full-data baseline has no hyperparameters to tune")
         try:
             method = get_method(name)

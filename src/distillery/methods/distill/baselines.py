@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from ..data.base import ImageData
 from ..nets import build_network
 from ..utils.seeding import generator
+from ..schema import FULL_DATA_METHOD
 from .base import DistillMethod, Progress, ProgressCallback, SyntheticSet, register_method
 from .init import check_ipc, labels_for, real_init
 
@@ -109,13 +110,20 @@ class FullConfig:
     pass
 
 
-@register_method("full")
 class FullData(DistillMethod):
-    """The full-data baseline: the evaluation trains on the whole training set (``ipc`` is ignored)."""
+    """The full-data baseline: the evaluation trains on the whole training set. Not a registered
+    method: the baseline is a cell kind (a trial with ``ipc`` null, see TrialSpec.full_data), so no
+    sweep can list it among its methods and no method loop (conformance, tuning) meets it."""
 
+    name = FULL_DATA_METHOD
     Config = FullConfig
 
     def distill(self, train, ipc, config, seed, device, progress_callback=None, resume_state=None):
         start = time.perf_counter()
         _done(progress_callback, start)
-        return SyntheticSet(train.train_x, train.train_y, full_data=True, meta={"method": "full", "ipc": max(train.class_counts()), "seed": seed})
+        return SyntheticSet(train.train_x, train.train_y, full_data=True,
+                            meta={"method": FULL_DATA_METHOD, "ipc": max(train.class_counts()), "seed": seed})
+
+
+#: the one instance trials use for their full-data cell
+FULL_DATA = FullData()
