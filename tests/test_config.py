@@ -320,3 +320,17 @@ def test_a_new_method_option_reaches_every_surface_without_orchestrator_edits(tm
     assert tune.methods["newcomer"].space["blend"].high == 0.9
     with pytest.raises(UserError, match=r"methods.newcomer.params: .*'blend' expects"):
         validate_config({**tiny_sweep("new"), "methods": {"newcomer": {"params": {"blend": "much"}}}}, base_dir=tmp_path)
+
+
+def test_workers_use_the_drivers_resolution_of_a_trial(tmp_path, monkeypatch):
+    """Resolved once on the driver: the typed method config travels with the pickled spec, so a worker
+    whose environment differs (another $DISTILLERY_CACHE) reads the experts where the driver built them."""
+    import pickle
+
+    monkeypatch.setenv("DISTILLERY_CACHE", str(tmp_path / "driver-cache"))
+    raw = {**tiny_sweep("once"), "methods": {"mtt": {"params": {"iterations": 2}}}, "ipcs": [1]}
+    plan = expand(validate_config(raw, base_dir=tmp_path))[0]
+    monkeypatch.setenv("DISTILLERY_CACHE", str(tmp_path / "worker-cache"))
+    shipped = pickle.loads(pickle.dumps(plan))
+    assert shipped.spec.resolved_method_config().buffer_dir == str(tmp_path / "driver-cache" / "experts")
+    assert shipped.trial_hash == plan.trial_hash

@@ -7,6 +7,7 @@ depends on torch, so a GPU box without Ray/MLflow can run it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -77,8 +78,17 @@ class TrialSpec:
             raise UserError("eval epochs must be >= 0")
         self.resolved_method_config()
 
-    def resolved_method_config(self) -> Any:
+    @functools.cached_property
+    def method_config(self) -> Any:
+        """The method's typed config: published defaults for (dataset, ipc), ``method_params`` on top,
+        automatic values filled in (e.g. MTT's expert count and buffer folder). Resolved once per
+        spec and cached in the instance, so it travels with the spec when the driver ships it to a
+        Ray worker: the worker uses the driver's resolution (its buffer folder, where the driver's
+        preparation built the experts) instead of resolving again in its own environment."""
         return self.method_impl().make_config(self.dataset, self.ipc, self.method_params)
+
+    def resolved_method_config(self) -> Any:
+        return self.method_config
 
 
 @dataclass
