@@ -334,3 +334,17 @@ def test_workers_use_the_drivers_resolution_of_a_trial(tmp_path, monkeypatch):
     shipped = pickle.loads(pickle.dumps(plan))
     assert shipped.spec.resolved_method_config().buffer_dir == str(tmp_path / "driver-cache" / "experts")
     assert shipped.trial_hash == plan.trial_hash
+
+
+def test_trial_set_accepts_the_sweep_spellings_of_its_fields():
+    """One --set grammar: a dotted path copied from a sweep's eval or dataset section works for a trial."""
+    from distillery.orchestrator.cli import build_parser
+    from distillery.orchestrator.trial_cmd import spec_from_args
+
+    argv = ["trial", "--no-estimate", "--set", "eval.arch_options.convnet.width=32", "--set", "data.subset_seed=4",
+            "--set", "eval.momentum=0.5", "--set", "net.convnet.depth=2"]
+    spec = spec_from_args(build_parser().parse_args(argv))
+    assert dict(spec.arch_options["convnet"]) == {"width": 32, "depth": 2}
+    assert spec.data.seed == 4 and spec.eval.momentum == 0.5
+    with pytest.raises(UserError, match="eval has no option 'arch_option'"):
+        spec_from_args(build_parser().parse_args(["trial", "--set", "eval.arch_option=1"]))

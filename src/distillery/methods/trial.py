@@ -196,14 +196,23 @@ def run_trial(
     return TrialResult(spec, config, synset, evals, data.classes, counts, distill_seconds, eval_seconds, losses, data.eval_split)
 
 
+#: the sweep YAML's names of trial fields (a dataset's ``subset_seed`` is DatasetOptions.seed), so a
+#: path copied from a sweep's ``--set`` works in ``distillery trial --set`` too
+_SWEEP_SPELLINGS = {"data.subset_seed": "data.seed"}
+
+
 def with_overrides(spec: TrialSpec, overrides: Mapping[str, str]) -> TrialSpec:
     """Apply ``--set`` style overrides: ``key`` -> method hyperparameter, ``eval.key`` -> EvalConfig,
-    ``data.key`` -> DatasetOptions, ``net.<arch>.key`` -> that evaluation network's option."""
+    ``data.key`` -> DatasetOptions, ``net.<arch>.key`` -> that evaluation network's option (also
+    spelled as in a sweep YAML: ``eval.arch_options.<arch>.key``, ``data.subset_seed``)."""
     method_params = dict(spec.method_params)
     eval_changes: dict[str, Any] = {}
     data_changes: dict[str, Any] = {}
     arch_options = {a: dict(o) for a, o in spec.arch_options.items()}
     for key, value in overrides.items():
+        key = _SWEEP_SPELLINGS.get(key, key)
+        if key.startswith("eval.arch_options."):  # the sweep YAML's spelling of net.<arch>.<option>
+            key = "net." + key[len("eval.arch_options."):]
         head, _, rest = key.partition(".")
         if head == "eval" and rest:
             eval_changes[rest] = value
