@@ -101,7 +101,9 @@ def _finished(uri: str, experiment: str) -> list:
 
 
 def test_local_ray_cli_sweep_logs_nested_runs_with_artifacts(tmp_path):
-    path = write_config(tmp_path, tiny_sweep("local", num_cpus=2, analyze=True))
+    cfg = tiny_sweep("local", num_cpus=2, analyze=True, full_baseline={"enabled": True})
+    cfg["eval"] = {**cfg["eval"], "full_data_epochs": 2}
+    path = write_config(tmp_path, cfg)
     home = tmp_path / "home"  # a new user's home: local Ray must neither warn about its token nor write one there
     home.mkdir()
     proc = cli(["sweep", str(path)], cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "HOME": str(home)})  # README's install: venv not activated
@@ -117,11 +119,16 @@ def test_local_ray_cli_sweep_logs_nested_runs_with_artifacts(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
     runs = trial_runs(uri, "local")
-    assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs)
+    assert len(runs) == 9 and all(r.info.status == "FINISHED" for r in runs)
     parents = {r.data.tags["mlflow.parentRunId"] for r in runs}
     assert len(parents) == 1
     assert client.get_run(parents.pop()).data.tags["distillery.kind"] == "sweep"
-    assert {r.info.run_name for r in runs} == {f"{m}-ipc{i}-seed{s}" for m in ("random", "herding") for i in (1, 2) for s in (0, 1)}
+    assert {r.info.run_name for r in runs} == {f"{m}-ipc{i}-seed{s}" for m in ("random", "herding") for i in (1, 2) for s in (0, 1)} | {"full-seed0"}
+    # the full-data baseline cell (ipc null): param 'all', final tag = the per-class count it trained on
+    full = next(r for r in runs if r.info.run_name == "full-seed0")
+    assert full.data.tags["distillery.full_data"] == "true" and full.data.params["ipc"] == "all"
+    assert int(full.data.tags["distillery.ipc"]) > 100 and full.data.metrics["synthetic_images"] > 1000
+    assert full.data.tags["distillery.soft_labels"] == "false"
     run = next(r for r in runs if r.info.run_name == "herding-ipc2-seed1")
     tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
     assert (tags["distillery.method"], tags["distillery.ipc"], tags["distillery.seed"]) == ("herding", "2", "1")
@@ -144,8 +151,8 @@ def test_local_ray_cli_sweep_logs_nested_runs_with_artifacts(tmp_path):
     assert again.returncode == 2 and "--resume" in again.stderr
     # and --resume with everything finished reruns nothing
     resumed = cli(["sweep", str(path), "--resume"], cwd=tmp_path)
-    assert resumed.returncode == 0 and "8 already finished, 0 to run" in resumed.stdout
-    assert len(trial_runs(uri, "local")) == 8
+    assert resumed.returncode == 0 and "9 already finished, 0 to run" in resumed.stdout
+    assert len(trial_runs(uri, "local")) == 9
 
 
 def test_join_cluster_with_address_and_pack_fractional_gpus(tmp_path, joined):
