@@ -215,3 +215,25 @@ def test_trend_all_corrects_over_series_and_relates_to_the_baseline():
     assert list(table["method"]) == ["a", "b", "c"]
     assert (table["p_adjusted"] >= table["p_value"]).all() and results[0].claim_holds is True
     assert results[0].effect_vs_baseline == pytest.approx(results[0].effect / 0.004)
+
+
+def test_one_full_data_baseline_per_dataset_and_seed_is_counted():
+    """A sweep resumed across the baseline's hash change (ipc 1 -> null) has two finished baseline
+    runs for one seed; analysis counts the newest only (distilled trials are still keyed by hash)."""
+    from distillery.analysis.load import _select_and_build
+
+    def trial(run_id, h, start, full=True, seed=0):
+        return {"run_id": run_id, "trial_hash": h, "status": "FINISHED", "start_time": start, "full_data": full,
+                "dataset": "toy", "method": "full" if full else "dm", "ipc": 500 if full else 1, "seed": seed}
+
+    def loader(t):
+        per_class = pd.DataFrame({"arch": "convnet", "model": 0, "class_index": [0, 1], "acc": [0.9, 0.8]})
+        return per_class, {}
+
+    trials = [trial("old", "h-old", 1), trial("new", "h-new", 2), trial("other-seed", "h-s1", 1, seed=1),
+              trial("dm", "h-dm", 1, full=False)]
+    warnings: list[str] = []
+    models, frame = _select_and_build(trials, loader, warnings)
+    assert sorted(models["run_id"].unique()) == ["dm", "new", "other-seed"]
+    assert frame.set_index("run_id").loc["old", "used"] == False  # noqa: E712
+    assert any("several FINISHED runs" in w for w in warnings)

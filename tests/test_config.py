@@ -56,6 +56,8 @@ def test_per_method_ipcs_params_and_resource_overrides(tmp_path):
         ({"eval": {"archs": ["vgg"]}}, "eval.archs: unknown network 'vgg'"),
         ({"seeds": [1, 1]}, "seeds has duplicates"),
         ({"name": "bad name!"}, "name"),
+        ({"full_baseline": {"enabled": True}, "resources": {"overrides": [{"method": "full", "ipc": [1], "gpu": 0.5}]}},
+         "resources.overrides.ipc: the full-data baseline (full) has no IPC"),
     ],
 )
 def test_bad_configs_name_the_field(tmp_path, change, expected):

@@ -555,6 +555,9 @@ def test_mhist_errors_name_the_file_and_the_fix(tmp_path: Path) -> None:
     write_mhist(bad, [("x.png", "TA", "train")])
     with pytest.raises(UserError, match=r"annotations.csv line 2: label 'TA' is not one of HP, SSA"):
         load_dataset("mhist", _opts(bad))
+    (bad / "annotations.csv").write_text("Image Name,Majority Vote Label,Partition\nx.png,HP,train,\n")
+    with pytest.raises(UserError, match=r"annotations.csv line 2: more fields than the header's 3"):
+        load_dataset("mhist", _opts(bad))
     (bad / "annotations.csv").write_text("name,label\nx.png,HP\n")
     with pytest.raises(UserError, match=r"has no column\(s\) 'Image Name', 'Majority Vote Label', 'Partition'"):
         load_dataset("mhist", _opts(bad))

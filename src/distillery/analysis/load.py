@@ -198,6 +198,8 @@ def _select_and_build(trials: list[dict[str, Any]], loader, warnings: list[str])
     seen: set[str] = set()
     for t in ordered:
         key = t.get("trial_hash") or t["run_id"]
+        if t.get("full_data"):  # one baseline per (dataset, seed): its hash changed once (ipc 1 -> null), see docs
+            key = f"full-data:{t.get('dataset')}:{t.get('seed')}"
         t["used"] = False
         if key in seen:
             t["error"] = t.get("error") or "superseded by another run of the same trial_hash"

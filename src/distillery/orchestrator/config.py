@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Callable, ClassVar, Literal, Mapping, Self
+from typing import Annotated, Any, Callable, ClassVar, Literal, Mapping
+
+from typing_extensions import Self  # typing.Self needs Python 3.11; pydantic brings typing_extensions
 
 from pydantic import AfterValidator, BaseModel, Field, PositiveInt, ValidationError, field_validator, model_validator
 
@@ -403,6 +405,8 @@ def check_names(config: SweepConfig, source: str) -> None:
                 except UserError as exc:
                     fail(f"methods.{name}.params", str(exc))
     for o in config.resources.overrides:
+        if o.method == FULL_DATA_METHOD and o.ipc is not None:
+            fail("resources.overrides.ipc", f"the full-data baseline ({FULL_DATA_METHOD}) has no IPC; drop ipc from its override")
         if o.method is not None and o.method not in config.methods and o.method != FULL_DATA_METHOD:  # overrides may target the baseline cell by its label
             fail("resources.overrides.method", f"{o.method!r} is not one of the sweep's methods {sorted(config.methods)}")
 

@@ -47,6 +47,9 @@ def read_annotations(path: Path) -> list[tuple[str, int, str]]:
                 )
             rows = []
             for line, row in enumerate(reader, start=2):
+                if None in row:  # csv.DictReader files fields beyond the header under None
+                    raise UserError(f"dataset 'mhist': {path} line {line}: more fields than the header's {len(header)}; "
+                                    "fix the row (a stray comma?)")
                 row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
                 label, part = row["Majority Vote Label"].upper(), row["Partition"].lower()
                 if label not in CLASSES:
