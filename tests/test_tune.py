@@ -20,7 +20,7 @@ from distillery.methods.data import DatasetOptions, dataset_fingerprint, load_da
 from distillery.methods.trial import run_trial
 from distillery.orchestrator.cli import main as cli_main
 from distillery.orchestrator.config import load_config
-from distillery.orchestrator.tune_config import load_tune_config
+from distillery.orchestrator.tune_config import load_tune_config, validate_tune_config
 from distillery.orchestrator.tuning import cells, run_in_rungs, trial_spec
 from tests.sweep_helpers import REPO
 
@@ -286,3 +286,19 @@ def test_tuning_prepares_expert_buffers_like_a_sweep(tmp_path):
     assert sorted(j.index for j, _ in jobs) == [0, 1] and {j.method for j, _ in jobs} == {"mtt"}
     data = jobs[0][0].load_data()
     assert data.eval_split == "validation" and len(data.train_y) == len(load_dataset("digits").train_y) - VAL * 10
+
+
+def test_tuning_workers_use_the_drivers_buffer_folder(tmp_path, monkeypatch):
+    """A tuning worker builds its trial's spec from sampled parameters; the method's locations in it
+    are the driver's (where the driver's preparation built the experts), not the worker's environment."""
+    import pickle
+
+    monkeypatch.setenv("DISTILLERY_CACHE", str(tmp_path / "driver-cache"))
+    config = validate_tune_config({"name": "loc", "datasets": ["digits"], "ipcs": [1], "methods": {"mtt": {
+        "params": {"iterations": 2}, "space": {"lr_img": {"type": "float", "low": 10, "high": 100}}}}}, base_dir=tmp_path)
+    (cell,) = cells(config)
+    monkeypatch.setenv("DISTILLERY_CACHE", str(tmp_path / "worker-cache"))
+    shipped = pickle.loads(pickle.dumps(cell))
+    spec = trial_spec(config, shipped, {"lr_img": 50.0})
+    assert spec.resolved_method_config().buffer_dir == str(tmp_path / "driver-cache" / "experts")
+    assert spec.resolved_method_config().lr_img == 50.0

@@ -22,7 +22,7 @@ from typing import Any, Callable, TextIO
 import yaml
 
 from distillery.methods.data import load_dataset
-from distillery.methods.distill.base import Progress
+from distillery.methods.distill.base import Progress, get_method
 from distillery.methods.distill.init import check_ipc
 from distillery.methods.errors import UserError
 from distillery.methods.schema import FAIRNESS_METRICS, Tag
@@ -46,6 +46,9 @@ class Cell:
     ipc: int
     params: dict[str, Any]  # fixed hyperparameters
     space: dict[str, Any]  # name -> ParamSpace
+    #: the method's path options (MTT's buffer_dir) as the driver resolved them: a worker builds its
+    #: trial's spec itself (it samples the parameters), and must not resolve them in its own environment
+    locations: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -62,12 +65,16 @@ class Cell:
 
 
 def cells(config: TuneConfig) -> list[Cell]:
-    return [
-        Cell(d, method, ipc, dict(entry.params), dict(entry.space))
-        for d in config.datasets
-        for method, entry in config.methods.items()
-        for ipc in (entry.ipcs or config.ipcs)
-    ]
+    """Every (dataset, method, IPC) cell, with its method's locations resolved here, on the driver."""
+    out = []
+    for d in config.datasets:
+        for method, entry in config.methods.items():
+            for ipc in entry.ipcs or config.ipcs:
+                cell = Cell(d, method, ipc, dict(entry.params), dict(entry.space))
+                resolved = trial_spec(config, cell, cell.start_point() or {}).resolved_method_config()
+                paths = {p: getattr(resolved, p) for p in get_method(method).path_options}
+                out.append(dataclasses.replace(cell, locations=paths))
+    return out
 
 
 def trial_spec(config: TuneConfig, cell: Cell, params: dict[str, Any]) -> TrialSpec:
@@ -75,7 +82,7 @@ def trial_spec(config: TuneConfig, cell: Cell, params: dict[str, Any]) -> TrialS
     data = dataclasses.replace(dataset_options(cell.dataset), validation_per_class=config.validation_per_class)
     return TrialSpec(
         dataset=cell.dataset.name, method=cell.method, ipc=cell.ipc, seed=config.seed,
-        method_params={**cell.params, **params}, archs=tuple(config.eval.archs), n_models=config.eval.models,
+        method_params={**cell.locations, **cell.params, **params}, archs=tuple(config.eval.archs), n_models=config.eval.models,
         eval=eval_config(config), data=data, arch_options={k: dict(v) for k, v in config.eval.arch_options.items()},
     )
 
