@@ -127,8 +127,9 @@ class SweepTracker:
         run_id = self.runs[trial_hash][0]
         if record.get("full_data"):  # the baseline's IPC is the per-class count it trained on
             self.client.set_tag(run_id, Tag.IPC, str(record["ipc"]))
-        self.client.set_tag(run_id, Tag.SOFT_LABELS, str(bool(record["summary"].get("soft_labels", False))).lower())
-        self.log_metrics(run_id, trial_metrics(record))
+        summary = TrialSummary.from_dict(record["summary"])
+        self.client.set_tag(run_id, Tag.SOFT_LABELS, str(summary.soft_labels).lower())
+        self.log_metrics(run_id, trial_metrics(summary, record["resources"]))
         self.client.log_artifacts(run_id, str(result_dir))
         self.client.set_tag(run_id, STATUS_TAG, "FINISHED")
         self.client.set_terminated(run_id, "FINISHED")
@@ -170,14 +171,13 @@ class SweepTracker:
             self.client.log_batch(run_id, metrics=metrics[i : i + 1000])
 
 
-def trial_metrics(record: Mapping[str, Any]) -> dict[str, float]:
+def trial_metrics(s: TrialSummary, resources: Mapping[str, Any]) -> dict[str, float]:
     """Final metrics of a trial per docs/tracking-schema.md."""
-    s = TrialSummary.from_dict(record["summary"])
     out: dict[str, float] = {
         "distill_seconds": s.distill_seconds,
         "eval_seconds": s.eval_seconds,
-        "resources/cpu": record["resources"]["cpu"],
-        "resources/gpu": record["resources"]["gpu"],
+        "resources/cpu": resources["cpu"],
+        "resources/gpu": resources["gpu"],
         "synthetic_images": s.synthetic_images,
     }
     for arch, a in s.archs.items():
