@@ -350,3 +350,17 @@ def test_trial_set_accepts_the_sweep_spellings_of_its_fields():
     assert spec.data.seed == 4 and spec.eval.momentum == 0.5
     with pytest.raises(UserError, match="eval has no option 'arch_option'"):
         spec_from_args(build_parser().parse_args(["trial", "--set", "eval.arch_option=1"]))
+
+
+def test_trial_ipc_all_is_the_full_data_cell():
+    from distillery.orchestrator.cli import build_parser
+    from distillery.orchestrator.trial_cmd import spec_from_args
+
+    parse = build_parser().parse_args
+    assert spec_from_args(parse(["trial", "--method", "full", "--ipc", "all"])).full_data
+    assert spec_from_args(parse(["trial", "--method", "full"])).ipc is None  # --ipc is ignored for the baseline
+    with pytest.raises(UserError, match="the full-data baseline is the cell with ipc null .* use --method full"):
+        spec_from_args(parse(["trial", "--method", "dm", "--ipc", "all"]))
+    with pytest.raises(SystemExit) as exit_info:
+        parse(["trial", "--ipc", "many"])
+    assert exit_info.value.code == 2
