@@ -120,7 +120,7 @@ def memory_modes(args, data, buffer) -> list[dict]:
             t0 = time.perf_counter()
             reps = 2
             for _ in range(reps):
-                loss, gi, gl = matching_grads(mode, net, start, target, images, labels, lr, steps, aug)
+                loss, gi, gl, _ = matching_grads(mode, net, start, target, images, labels, lr, steps, aug)
             sec = (time.perf_counter() - t0) / reps
             rss_mb = (status_kb("VmHWM") - base) / 1024 if ok else float("nan")
             _, graph = saved_tensor_peak(lambda: matching_grads(mode, net, start, target, images, labels, lr, steps, aug))

@@ -24,7 +24,7 @@ CPU = torch.device("cpu")
 
 TINY = dict(
     width=4, depth=2, num_experts=2, expert_train_epochs=3, expert_batch=32, syn_steps=3, expert_epochs=1,
-    max_start_epoch=2, iterations=4, lr_img=10.0, lr_lr=1e-5, lr_teacher=0.01,
+    max_start_epoch=2, iterations=4, lr_img=10.0, lr_lr=1e-5, lr_teacher=0.01, scale_lr_teacher=False,
 )
 
 
@@ -106,7 +106,7 @@ def _segment(dtype=torch.float64, n=8, syn_steps=4, batch_syn=3, seed=0):
 
 def test_gradients_reach_images_and_lr():
     args = _segment(dtype=torch.float32)
-    loss, gi, gl = matching_grads("unrolled", *args)
+    loss, gi, gl, _ = matching_grads("unrolled", *args)
     assert loss > 0 and torch.isfinite(gi).all() and torch.isfinite(gl)
     assert (gi.flatten(1).abs().sum(1) > 0).all()  # every image is in some batch and gets a gradient
     assert gl.abs() > 0
@@ -114,13 +114,13 @@ def test_gradients_reach_images_and_lr():
 
 def test_constant_memory_gradients_equal_unrolled():
     args = _segment()
-    loss_u, gi_u, gl_u = matching_grads("unrolled", *args)
-    loss_e, gi_e, gl_e = matching_grads("tesla_exact", *args)  # TESLA two passes + adjoint HVPs
+    loss_u, gi_u, gl_u, _ = matching_grads("unrolled", *args)
+    loss_e, gi_e, gl_e, _ = matching_grads("tesla_exact", *args)  # TESLA two passes + adjoint HVPs
     torch.testing.assert_close(loss_e, loss_u)
     torch.testing.assert_close(gi_e, gi_u)
     torch.testing.assert_close(gl_e, gl_u)
     # published TESLA drops the alpha^2 H terms: same loss, gradient close but not identical ...
-    loss_t, gi_t, gl_t = matching_grads("tesla", *args)
+    loss_t, gi_t, gl_t, _ = matching_grads("tesla", *args)
     torch.testing.assert_close(loss_t, loss_u)
     cos = torch.nn.functional.cosine_similarity(gi_t.flatten(), gi_u.flatten(), dim=0)
     assert cos > 0.95 and not torch.allclose(gi_t, gi_u)
@@ -143,7 +143,7 @@ def test_constant_memory_modes_keep_one_step_of_graph():
 
 def test_tesla_equals_unrolled_for_one_step():
     args = _segment(syn_steps=1, batch_syn=8)
-    for got, want in zip(matching_grads("tesla", *args), matching_grads("unrolled", *args)):
+    for got, want in zip(matching_grads("tesla", *args)[:3], matching_grads("unrolled", *args)[:3]):
         torch.testing.assert_close(got, want)
 
 

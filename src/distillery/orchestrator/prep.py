@@ -50,18 +50,20 @@ def run_prep_jobs(needs: Iterable[Need], device: str) -> int:
     if not todo:
         return 0
     print(f"[prep] building {len(todo)} shared artifacts (e.g. expert trajectories) as parallel Ray tasks", flush=True)
-    refs: list[Any] = []
-    for job, r in todo:
-        task = ray.remote(_run_job).options(num_cpus=r.cpu, num_gpus=r.gpu, max_retries=2)
-        refs.append(task.remote(job, device if r.gpu > 0 else "cpu", int(max(1, r.cpu))))
-    remaining = list(refs)
     done = 0
     eta = PhaseETA()
-    eta.update(0, len(refs), time.monotonic())
-    while remaining:
-        ready, remaining = ray.wait(remaining, num_returns=1)
-        done += 1
-        left = eta.update(done, len(refs), time.monotonic())
-        when = f", ETA {format_seconds(left)}" if left is not None and remaining else ""
-        print(f"[prep] {done}/{len(refs)} done{when}: {ray.get(ready[0])}", flush=True)
-    return len(refs)
+    eta.update(0, len(todo), time.monotonic())
+    for stage in sorted({job.stage for job, _ in todo}):  # a stage starts when the earlier ones are done
+        refs: list[Any] = []
+        for job, r in todo:
+            if job.stage == stage:
+                task = ray.remote(_run_job).options(num_cpus=r.cpu, num_gpus=r.gpu, max_retries=2)
+                refs.append(task.remote(job, device if r.gpu > 0 else "cpu", int(max(1, r.cpu))))
+        remaining = list(refs)
+        while remaining:
+            ready, remaining = ray.wait(remaining, num_returns=1)
+            done += 1
+            left = eta.update(done, len(todo), time.monotonic())
+            when = f", ETA {format_seconds(left)}" if left is not None and done < len(todo) else ""
+            print(f"[prep] {done}/{len(todo)} done{when}: {ray.get(ready[0])}", flush=True)
+    return len(todo)

@@ -148,6 +148,9 @@ class PrepJob:
     #: how far the job goes (e.g. an expert's epochs): of two jobs with equal (key, index) the
     #: orchestrator runs the one with the larger extent, which serves both
     extent: int = 0
+    #: jobs of a later stage start only after every job of the earlier stages finished (PAD's
+    #: experts train on a ranking that its scoring experts, stage 0, must exist for)
+    stage: int = 0
 
     def load_data(self) -> ImageData:
         """The (transformed) training data this job expects, as the trial runner would prepare it."""

@@ -2,7 +2,7 @@
 
 from importlib import import_module
 
-_MODULES = ("baselines", "dc", "dm", "datadam", "mtt")
+_MODULES = ("baselines", "dc", "dm", "datadam", "mtt", "mtt.trajectory")
 
 for _name in _MODULES:
     try:

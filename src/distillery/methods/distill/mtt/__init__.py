@@ -3,6 +3,9 @@
 buffer.py   expert training and the content-addressed on-disk buffer (lazy, atomic, resumable)
 matching.py the trajectory-matching loss and its gradient: unrolled | tesla | tesla_exact
 method.py   the registered ``mtt`` method, its config and per-dataset/IPC defaults, the prep jobs
+gsam.py     GSAM, the update FTD/DATM/PAD train their experts with
+selection.py PAD's difficulty ranking (EL2N) and easy-to-hard schedule for expert training
+trajectory.py the registered ``ftd``, ``datm`` and ``pad`` methods on MTT's loop
 """
 
 from .buffer import ExpertBuffer, ExpertSpec, buffer_key, data_id, default_buffer_dir, resolve_buffer_dir

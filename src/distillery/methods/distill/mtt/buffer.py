@@ -63,6 +63,8 @@ from ...data.base import ImageData
 from ...errors import UserError
 from ...nets import build_network
 from ...utils.seeding import derive_seed, generator
+from .gsam import gsam_direction
+from .selection import Curriculum
 
 try:  # POSIX; elsewhere concurrent builders of one expert would race (each result is still valid)
     import fcntl
@@ -77,6 +79,10 @@ EpochCallback = Callable[[int, int], None]
 BuildProgress = Callable[[int, int], None]
 
 FORMAT_VERSION = 2
+OPTIMIZERS = ("sgd", "gsam")
+#: spec fields added after FORMAT_VERSION 2 that enter the key only when they differ from their
+#: default, so MTT's existing buffers keep their keys
+_LATER_FIELDS = {"optimizer": "sgd", "rho": 0.0, "gsam_alpha": 0.0, "adaptive": True, "selection": ""}
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,18 @@ class ExpertSpec:
     batch_size: int = 256
     dsa_strategy: str = "none"  # resolved strategy string ("none" = no augmentation)
     seed: int = 0
+    # FTD/DATM/PAD experts: GSAM on top of the plain SGD step (gsam.py); "sgd" is MTT's
+    optimizer: str = "sgd"  # sgd | gsam
+    rho: float = 0.0
+    gsam_alpha: float = 0.0
+    adaptive: bool = True
+    #: PAD's data selection: an identifier of the ranking and schedule (selection.py), "" for all data;
+    #: the buffer that trains such experts is given the Curriculum itself
+    selection: str = ""
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"expert optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
 
     def net_kwargs(self) -> dict[str, Any]:
         return dict(self.net_options)
@@ -126,8 +144,9 @@ def buffer_key(data_ident: str, transforms: tuple[str, ...], spec: ExpertSpec) -
 
 
 def _keyed_spec(spec: ExpertSpec) -> dict[str, Any]:
-    """The spec without ``epochs``: how far experts are trained is not what they are."""
-    return {k: v for k, v in asdict(spec).items() if k != "epochs"}
+    """The spec without ``epochs`` (how far experts are trained is not what they are) and without
+    later fields at their defaults."""
+    return {k: v for k, v in asdict(spec).items() if k != "epochs" and not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
 
 
 def buffer_dirname(dataset: str, arch: str, key: str) -> str:
@@ -170,34 +189,48 @@ def expert_seed(spec: ExpertSpec, index: int) -> int:
 
 def train_expert_epochs(
     net: nn.Module, spec: ExpertSpec, data: ImageData, index: int, first_epoch: int, device: torch.device, on_epoch,
-    last_epoch: int | None = None,
+    last_epoch: int | None = None, curriculum: Curriculum | None = None,
 ) -> None:
     """Train ``net`` (already at the parameters after ``first_epoch`` epochs) up to ``last_epoch``
     (default spec.epochs), calling ``on_epoch(epoch_done, flat_params, train_loss, train_acc)``
-    after each epoch."""
+    after each epoch. A ``curriculum`` (PAD) restricts each epoch to its scheduled samples."""
+    if spec.selection and curriculum is None:
+        raise UserError(f"experts with data selection {spec.selection!r} need their curriculum (the method that owns them builds it)")
     aug = DiffAug(spec.dsa_strategy) if spec.dsa_strategy != "none" else None
     params = list(net.parameters())
     x_all, y_all = data.train_x, data.train_y
-    n = len(x_all)
     seed = expert_seed(spec, index)
     net.train()
     for epoch in range(first_epoch, spec.epochs if last_epoch is None else last_epoch):
         g = generator(seed, "epoch", epoch)
+        if curriculum is None:
+            order = torch.randperm(len(x_all), generator=g)
+        else:
+            subset = curriculum.indices(epoch)
+            order = subset[torch.randperm(len(subset), generator=g)]
+        n = len(order)
         total_loss, correct = 0.0, 0
-        for idx in torch.randperm(n, generator=g).split(spec.batch_size):
+        for idx in order.split(spec.batch_size):
             idx = idx.to(x_all.device)
             x = x_all[idx].to(device)
             if aug is not None:
                 x = aug(x, generator=g)
             y = y_all[idx].to(device)
-            out = net(x)
-            loss = F.cross_entropy(out, y)
-            grads = torch.autograd.grad(loss, params)
-            with torch.no_grad():  # plain SGD: no momentum, no weight decay (as the reference experts)
+            if spec.optimizer == "gsam":
+                grads, loss, out = gsam_direction(lambda: _loss_and_out(net, x, y), params, spec.rho, spec.gsam_alpha, spec.adaptive)
+            else:
+                loss, out = _loss_and_out(net, x, y)
+                grads = torch.autograd.grad(loss, params)
+            with torch.no_grad():  # SGD without momentum or weight decay (as the reference experts)
                 torch._foreach_add_(params, grads, alpha=-spec.lr)
             total_loss += float(loss.detach()) * len(idx)
             correct += int((out.argmax(1) == y).sum())
         on_epoch(epoch + 1, flat_params(net), total_loss / n, correct / n)
+
+
+def _loss_and_out(net: nn.Module, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    out = net(x)
+    return F.cross_entropy(out, y), out
 
 
 @torch.no_grad()
@@ -242,10 +275,11 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 class ExpertBuffer:
     """One key's directory of expert trajectories (see the module docstring for the layout)."""
 
-    def __init__(self, root: str | os.PathLike, dataset: str, key: str, spec: ExpertSpec) -> None:
+    def __init__(self, root: str | os.PathLike, dataset: str, key: str, spec: ExpertSpec, curriculum: Curriculum | None = None) -> None:
         self.root = Path(resolve_buffer_dir(root))
         self.key = key
         self.spec = spec
+        self.curriculum = curriculum  # needed to build experts with data selection (PAD), not to read them
         self.path = self.root / buffer_dirname(dataset, spec.arch, key)
 
     def __repr__(self) -> str:
@@ -421,7 +455,7 @@ class ExpertBuffer:
             if on_epoch is not None:
                 on_epoch(epoch, target)
 
-        train_expert_epochs(net, spec, data, i, done, device, after_epoch, last_epoch=target)
+        train_expert_epochs(net, spec, data, i, done, device, after_epoch, last_epoch=target, curriculum=self.curriculum)
         del rows
         with open(partial, "rb+") as f:
             os.fsync(f.fileno())

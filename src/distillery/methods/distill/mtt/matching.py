@@ -20,6 +20,12 @@ dL/dalpha.
   the unrolled ones (up to float rounding). Costs about one extra forward/backward per step over
   ``unrolled``.
 
+Extensions of the later trajectory papers, in every mode: ``labels`` may be learnable logits
+[N, num_classes] (DATM/PAD: each step's loss is the soft-target cross-entropy against
+softmax(logits), and the logits get a gradient too), and ``keep_from`` drops the first parameters
+(shallow layers first, in ``parameters()`` order) from the matching loss (PAD's parameter
+filtering: the sums of both the numerator and the denominator start at ``keep_from``).
+
 All three consume the same precomputed plan (batch indices and augmentation draws per step), so
 they see identical data; the plan is drawn from a generator keyed by (seed, iteration).
 """
@@ -27,6 +33,7 @@ they see identical data; the plan is drawn from a generator keyed by (seed, iter
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -76,14 +83,30 @@ def plan_steps(n_images: int, syn_steps: int, batch_syn: int, aug: DiffAug | Non
     return steps
 
 
+class MatchGrads(NamedTuple):
+    """The matching loss and its gradients (``labels`` is None for hard labels)."""
+
+    loss: Tensor
+    images: Tensor
+    lr: Tensor
+    labels: Tensor | None = None
+
+
+def soft_cross_entropy(logits: Tensor, target_logits: Tensor) -> Tensor:
+    """Cross-entropy against softmax(target_logits) (temperature 1, as DATM/PAD), batch mean."""
+    return -(F.softmax(target_logits, dim=1) * F.log_softmax(logits, dim=1)).sum(1).mean()
+
+
 def _step_loss(net: FlatNet, theta: Tensor, x: Tensor, y: Tensor, step: Step, aug: DiffAug | None) -> Tensor:
     if step.draw is not None and aug is not None:
         x = aug.apply(x, step.draw)
-    return F.cross_entropy(net(theta, x), y)
+    out = net(theta, x)
+    return soft_cross_entropy(out, y) if y.is_floating_point() else F.cross_entropy(out, y)
 
 
-def match_loss(theta_n: Tensor, start: Tensor, target: Tensor) -> Tensor:
-    return (theta_n - target).pow(2).sum() / (start - target).pow(2).sum()
+def match_loss(theta_n: Tensor, start: Tensor, target: Tensor, keep_from: int = 0) -> Tensor:
+    """||theta_N - theta*||^2 / ||theta*_t - theta*||^2 over the parameters from ``keep_from`` on."""
+    return (theta_n[keep_from:] - target[keep_from:]).pow(2).sum() / (start[keep_from:] - target[keep_from:]).pow(2).sum()
 
 
 def matching_grads(
@@ -96,31 +119,38 @@ def matching_grads(
     lr: Tensor,
     steps: list[Step],
     aug: DiffAug | None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(loss, dL/dimages, dL/dlr) for one expert segment; ``images`` and ``lr`` are plain tensors
-    (their requires_grad is ignored)."""
+    keep_from: int = 0,
+) -> MatchGrads:
+    """(loss, dL/dimages, dL/dlr, dL/dlabels or None) for one expert segment; ``images``, ``lr``
+    and float ``labels`` (logits) are plain tensors (their requires_grad is ignored)."""
+    if not 0 <= keep_from < start.numel():
+        raise ValueError(f"keep_from must be in [0, {start.numel()}), got {keep_from}")
     if mode == "unrolled":
-        return _unrolled(net, start, target, images, labels, lr, steps, aug)
+        return _unrolled(net, start, target, images, labels, lr, steps, aug, keep_from)
     if mode in ("tesla", "tesla_exact"):
-        return _two_pass(net, start, target, images, labels, lr, steps, aug, exact=mode == "tesla_exact")
+        return _two_pass(net, start, target, images, labels, lr, steps, aug, keep_from, exact=mode == "tesla_exact")
     raise ValueError(f"unknown memory_mode {mode!r}; choose one of {', '.join(MEMORY_MODES)}")
 
 
-def _unrolled(net, start, target, images, labels, lr, steps, aug):
+def _unrolled(net, start, target, images, labels, lr, steps, aug, keep_from):
+    soft = labels.is_floating_point()
     images = images.detach().requires_grad_(True)
+    labels = labels.detach().requires_grad_(soft)
     lr = lr.detach().requires_grad_(True)
     theta = start.detach().requires_grad_(True)
     for step in steps:
         loss = _step_loss(net, theta, images[step.indices], labels[step.indices], step, aug)
         (g,) = torch.autograd.grad(loss, theta, create_graph=True)
         theta = theta - lr * g
-    loss = match_loss(theta, start, target)
-    grad_images, grad_lr = torch.autograd.grad(loss, (images, lr))
-    return loss.detach(), grad_images, grad_lr
+    loss = match_loss(theta, start, target, keep_from)
+    grads = torch.autograd.grad(loss, (images, lr, labels) if soft else (images, lr))
+    return MatchGrads(loss.detach(), grads[0], grads[1], grads[2] if soft else None)
 
 
-def _two_pass(net, start, target, images, labels, lr, steps, aug, exact: bool):
+def _two_pass(net, start, target, images, labels, lr, steps, aug, keep_from, exact: bool):
+    soft = labels.is_floating_point()
     images = images.detach()
+    labels = labels.detach()
     alpha = lr.detach()
     # pass 1: the trajectory with detached gradients (memory: the N + 1 parameter vectors)
     thetas = [start.detach()]
@@ -132,28 +162,32 @@ def _two_pass(net, start, target, images, labels, lr, steps, aug, exact: bool):
         grad_sum += g
         thetas.append((thetas[-1] - alpha * g).detach())
     theta_n = thetas[-1]
-    loss = match_loss(theta_n, start, target)
-    adjoint = 2.0 * (theta_n - target) / (start - target).pow(2).sum()  # dL/dtheta_N
+    loss = match_loss(theta_n, start, target, keep_from)
+    adjoint = 2.0 * (theta_n - target) / (start[keep_from:] - target[keep_from:]).pow(2).sum()  # dL/dtheta_N
+    adjoint[:keep_from] = 0.0  # filtered parameters do not enter the loss
     # pass 2: one step's graph at a time
     grad_images = torch.zeros_like(images)
+    grad_labels = torch.zeros_like(labels) if soft else None
     grad_lr = torch.zeros_like(alpha)
     order = range(len(steps) - 1, -1, -1) if exact else range(len(steps))
     for s in order:
         step = steps[s]
         theta = thetas[s].clone().requires_grad_(True)
         xb = images[step.indices].clone().requires_grad_(True)
-        step_loss = _step_loss(net, theta, xb, labels[step.indices], step, aug)
+        yb = labels[step.indices].clone().requires_grad_(soft)
+        step_loss = _step_loss(net, theta, xb, yb, step, aug)
         (g,) = torch.autograd.grad(step_loss, theta, create_graph=True)
         dot = (g * adjoint).sum()  # d(theta_{s+1})/d(.) contracted with the adjoint, up to -alpha
-        if exact:
-            hv, gx = torch.autograd.grad(dot, (theta, xb))
-        else:
-            (gx,) = torch.autograd.grad(dot, xb)
+        wrt = (theta, xb) if exact else (xb,)
+        got = torch.autograd.grad(dot, wrt + ((yb,) if soft else ()))
+        hv, gx = (got[0], got[1]) if exact else (None, got[0])
         grad_images[step.indices] += gx * (-alpha)  # indices within a step are distinct: deterministic
+        if soft:
+            grad_labels[step.indices] += got[-1] * (-alpha)
         grad_lr -= (g.detach() * adjoint).sum()
         if exact:
             adjoint = adjoint - alpha * hv
-    return loss, grad_images, grad_lr
+    return MatchGrads(loss, grad_images, grad_lr, grad_labels)
 
 
 class _Packed:
