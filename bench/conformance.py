@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--subset", type=int, default=500, help="training images per class for the ImageFolder sets")
     p.add_argument("--test-subset", type=int, default=300, help="test images per class for the ImageFolder sets")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--memory-mode", choices=["unrolled", "tesla", "tesla_exact"], default=None,
+                   help="trajectory methods' memory_mode; tesla_exact gives unrolled's gradients (up to rounding) in constant "
+                        "memory, for cells whose unrolled graph does not fit in this machine's RAM (printed in the row)")
     p.add_argument("--json", help="also write the rows to this JSON file")
     return p.parse_args(argv)
 
@@ -79,8 +82,11 @@ def iterations_for(method: str, args: argparse.Namespace) -> int | None:
 
 def run_cell(dataset: str, method: str, ipc: int, args: argparse.Namespace) -> dict:
     iters = iterations_for(method, args)
+    params: dict = {} if iters is None else {"iterations": iters}
+    if args.memory_mode and "memory_mode" in getattr(METHODS.get(method).Config, "__dataclass_fields__", {}):
+        params["memory_mode"] = args.memory_mode
     spec = TrialSpec(dataset=dataset, method=method, ipc=ipc, seed=args.seed, n_models=args.models,
-                     method_params={} if iters is None else {"iterations": iters}, data=data_options(dataset, args))
+                     method_params=params, data=data_options(dataset, args))
     reset_peak()
     rss0 = status_kb("VmRSS")
     last: dict[str, float] = {}
@@ -97,7 +103,8 @@ def run_cell(dataset: str, method: str, ipc: int, args: argparse.Namespace) -> d
     s = result.summary()
     per_model = [m.mean_acc for m in s.first.per_model]
     return {
-        "dataset": dataset, "ipc": ipc, "method": method, "iterations": iters,
+        "dataset": dataset, "ipc": ipc, "method": method + (f" ({params['memory_mode']})" if "memory_mode" in params else ""),
+        "iterations": iters,
         "mean_acc": s.mean_acc, "std": float(torch.tensor(per_model).std()) if len(per_model) > 1 else 0.0,
         "s_per_iter": (last["t"] / last["n"]) if last.get("n") else None,
         "distill_seconds": s.distill_seconds, "eval_seconds": s.eval_seconds,

@@ -282,3 +282,21 @@ def test_driver_failure_ends_the_parent_run_failed_with_the_reason(tmp_path, joi
     (parent,) = client.search_runs([exp.experiment_id], filter_string="tags.`distillery.kind` = 'sweep'")
     assert parent.info.status == "FAILED"
     assert "not-a-folder" in parent.data.tags["distillery.error"]
+
+
+def test_pad_sweep_builds_scoring_experts_first_and_reports_soft_label_sets(tmp_path):
+    """A sweep with PAD (issue 12): its scoring experts (stage 0) are built before PAD's own experts
+    (stage 1) as Ray tasks, the trials finish, and MLflow and the report mark the soft-label sets."""
+    pad = {"iterations": 2, "num_experts": 2, "syn_steps": 2, "width": 8, "depth": 2, "score_experts": 1, "score_epoch": 1,
+           "buffer_dir": str(tmp_path / "experts")}
+    cfg = tiny_sweep("padsweep", methods={"random": {}, "pad": {"params": pad}}, ipcs=[1, 2], seeds=[0], analyze=True, num_cpus=2)
+    path = write_config(tmp_path, cfg)
+    proc = cli(["sweep", str(path)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    prep = [line for line in proc.stdout.splitlines() if line.startswith("[prep]") and " done" in line]
+    assert len(prep) == 1 + 2 and "PAD scoring expert" in prep[0] and all("PAD expert" in line for line in prep[1:])
+    runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "padsweep")
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    assert {r.data.tags["distillery.method"]: r.data.tags["distillery.soft_labels"] for r in runs} == {"pad": "true", "random": "false"}
+    html = (tmp_path / "distillery-runs" / "padsweep" / "analysis" / "report.html").read_text()
+    assert "pad (soft labels)" in html and "random (soft labels)" not in html

@@ -262,7 +262,7 @@ class MTT(DistillMethod):
         return [
             ExpertJob(
                 method=self.name, key=key, index=i, dataset=dataset.lower(), data_options=options, transforms=transforms,
-                description=f"MTT expert {i + 1}/{n}: {dataset} {spec.arch}, {spec.epochs} epochs{' (zca)' if transforms else ''}",
+                description=f"{self.name.upper()} expert {i + 1}/{n}: {dataset} {spec.arch}, {spec.epochs} epochs{' (zca)' if transforms else ''}",
                 buffer_dir=root, spec=spec, extent=spec.epochs,
             )
             for i in range(n)
