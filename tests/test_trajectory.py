@@ -229,3 +229,29 @@ def test_step_size_rule_outside_the_tables_scales_with_the_training_set():
         assert effective_lr_teacher(digits, 60000) == digits.lr_teacher  # MNIST-sized: never scaled up
     cfg = get_method("mtt").make_config("digits", 1, {"iterations": 1, "num_experts": 1, "width": 4, "depth": 2, "syn_steps": 1})
     assert effective_lr_teacher(dataclasses.replace(cfg, scale_lr_teacher=False), 1437) == cfg.lr_teacher
+
+
+@pytest.mark.parametrize("method", ["ftd", "datm"])
+def test_a_run_cut_into_rungs_equals_the_plain_run(method, tmp_path, tiny_data):
+    """Early stopping changes only `iterations` of the resolved config between rungs: the EMA decay
+    and the window schedule are resolved once, so the pieces add up to the uninterrupted run."""
+    m = get_method(method)
+    cfg = family_config(method, tmp_path, iterations=4, ema_decay=None) if method == "ftd" else family_config(method, tmp_path, iterations=4)
+    assert cfg.ema_decay is not None and (method == "ftd" or cfg.window_end_iteration == 2)
+    assert m.make_config("tiny", 2, dataclasses.asdict(cfg)) == cfg  # resolving is idempotent
+    plain = m.distill(tiny_data, 2, cfg, seed=0, device=CPU)
+    states = {}
+    m.distill(tiny_data, 2, dataclasses.replace(cfg, iterations=2), seed=0, device=CPU,
+              progress_callback=lambda p: states.__setitem__(p.iteration, p.state()) if p.phase == "distill" else None)
+    rest = m.distill(tiny_data, 2, cfg, seed=0, device=CPU, resume_state=states[2])
+    assert torch.equal(rest.images, plain.images) and torch.equal(rest.labels, plain.labels)
+    with pytest.raises(UserError, match="EMA|soft labels"):  # a state from another configuration is refused
+        other = dataclasses.replace(cfg, ema_decay=0.0) if method == "ftd" else dataclasses.replace(cfg, soft_labels=False)
+        m.distill(tiny_data, 2, other, seed=0, device=CPU, resume_state=states[2])
+
+
+def test_optional_options_switch_off_from_the_command_line():
+    cfg = get_method("datm").make_config("cifar10", 10, {"loss_threshold": "none"})
+    assert cfg.loss_threshold is None
+    with pytest.raises(UserError, match="lr_img"):
+        get_method("datm").make_config("cifar10", 10, {"lr_img": "none"})

@@ -262,6 +262,8 @@ def coerce(value: Any, current: Any, key: str, owner: str) -> Any:
     """Coerce strings from --set key=value to the type of the current default."""
     if current is None and isinstance(value, str):
         return parse_scalar(value)
+    if isinstance(value, str) and value.strip().lower() in ("none", "null", "~"):
+        return None  # an Optional option switched off (e.g. loss_threshold=none); check_field refuses it elsewhere
     if current is None or not isinstance(value, str):
         if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
             return float(value)

@@ -56,7 +56,7 @@ class MTTConfig:
     memory_mode: str = "unrolled"  # unrolled | tesla | tesla_exact (see matching.py)
     # stability (see docs/methods.md): the learned step size never drops below min(min_syn_lr,
     # lr_teacher) (HaBa/FTD/DATM clip it at 1e-3 so it cannot turn negative), and a non-finite loss
-    # or gradient undoes the last update and halves lr_img and lr_lr, at most max_backoffs times
+    # or gradient undoes the last update and halves lr_img and lr_lr (and lr_y), at most max_backoffs times
     min_syn_lr: float = 1e-3
     max_backoffs: int = 8
     #: scale lr_teacher by this training set's expert steps per epoch over CIFAR-10's (at most 1):
@@ -308,6 +308,10 @@ class MTT(DistillMethod):
         """Skip the update of any iteration whose loss exceeds this (None: never skip)."""
         return None
 
+    def learns_labels(self, config: MTTConfig) -> bool:
+        """Whether the set's labels are learned logits (soft labels) rather than class indices."""
+        return False
+
     def label_optimizer(self, config: MTTConfig) -> tuple[float, float]:
         """(lr, momentum) of the learned label logits."""
         return 0.0, 0.0
@@ -357,12 +361,11 @@ class MTT(DistillMethod):
             syn_lr = torch.as_tensor(st["lr"], dtype=torch.float32, device=device).clone()
             mom_img, mom_lr = st["img_momentum"], torch.as_tensor(st["lr_momentum"], dtype=torch.float32, device=device).clone()
             mom_y, ema = st.get("labels_momentum"), st.get("ema")
-            if images.shape != (train.num_classes * ipc, *train.image_shape):
-                raise UserError(f"{self.name} resume state holds images of shape {tuple(images.shape)}, not for ipc {ipc} of {train.name!r}")
+            _check_resume(self.name, train, ipc, images, labels, mom_y, ema, decay, self.learns_labels(config))
             elapsed = float(resume_state.get("elapsed", 0.0))
             backoffs = int(resume_state.get("backoffs", 0))
             skipped = int(resume_state.get("skipped", 0))
-            undo = tuple(st[k] for k in _UNDO_KEYS if k in st) or None
+            undo = {k[len("undo_"):]: v for k, v in st.items() if k.startswith("undo_")} or None
         else:
             start_it = 0
             images, labels = self.initial_set(train, ipc, config, seed, buffer, device)
@@ -379,7 +382,7 @@ class MTT(DistillMethod):
             out = {
                 "iteration": it, "images": images, "labels": labels, "lr": syn_lr, "img_momentum": mom_img, "lr_momentum": mom_lr,
                 **({"labels_momentum": mom_y} if mom_y is not None else {}), **({"ema": ema} if ema is not None else {}),
-                **(dict(zip(_UNDO_KEYS, undo)) if undo is not None else {}),
+                **({f"undo_{k}": v for k, v in undo.items()} if undo is not None else {}),
             }
             out = {k: v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
             return {**out, "elapsed": timer(), "buffer": str(buffer.path), "backoffs": backoffs, "skipped": skipped}
@@ -402,16 +405,17 @@ class MTT(DistillMethod):
                 if backoffs >= config.max_backoffs:
                     raise UserError(
                         f"{self.name} diverged at iteration {it} (loss {loss_value}, step size {float(syn_lr):.3g}) after {backoffs} backoffs "
-                        f"that halved lr_img and lr_lr each time; lower lr_img (now {config.lr_img}) or lr_lr (now {config.lr_lr}), "
-                        "or raise max_backoffs"
+                        f"that halved lr_img and lr_lr{' and lr_y' if soft else ''} each time; lower lr_img (now {config.lr_img}) or "
+                        f"lr_lr (now {config.lr_lr}), or raise max_backoffs"
                     )
                 backoffs += 1
                 log.info("%s: non-finite loss at iteration %d; undoing the last update and halving the learning rates (backoff %d/%d)",
                          self.name, it, backoffs, config.max_backoffs)
                 with torch.no_grad():
                     if undo is not None:
-                        for t, saved in zip((images, syn_lr, labels), undo):
-                            t.copy_(saved)
+                        for name, t in (("images", images), ("lr", syn_lr), ("labels", labels), ("ema", ema)):
+                            if name in undo:
+                                t.copy_(undo[name])
                     for m in (mom_img, mom_lr, mom_y):
                         if m is not None:
                             m.zero_()
@@ -421,7 +425,8 @@ class MTT(DistillMethod):
             if threshold is None or loss_value <= threshold:  # DATM: segments the images cannot follow yet are skipped
                 scale = 0.5 ** backoffs
                 with torch.no_grad():  # SGD with momentum (dampening 0), as torch.optim.SGD
-                    undo = (images.detach().clone(), syn_lr.detach().clone()) + ((labels.detach().clone(),) if soft else ())
+                    undo = {"images": images.detach().clone(), "lr": syn_lr.detach().clone(),
+                            **({"labels": labels.detach().clone()} if soft else {}), **({"ema": ema.detach().clone()} if ema is not None else {})}
                     mom_img.mul_(config.momentum).add_(grads.images)
                     images.sub_(config.lr_img * scale * mom_img)
                     mom_lr.mul_(config.momentum).add_(grads.lr)
@@ -462,5 +467,18 @@ class MTT(DistillMethod):
             log.info("%s: built %d missing expert(s) in %s", self.name, len(built), buffer.path)
 
 
-#: the state keys of the last update, for the divergence rule's undo
-_UNDO_KEYS = ("undo_images", "undo_lr", "undo_labels")
+def _check_resume(name: str, train: ImageData, ipc: int, images: torch.Tensor, labels: torch.Tensor, mom_y: torch.Tensor | None,
+                  ema: torch.Tensor | None, decay: float | None, soft: bool) -> None:
+    """A resume state must fit the data, the IPC and the method's hooks (soft labels, EMA)."""
+    n = train.num_classes * ipc
+    if images.shape != (n, *train.image_shape):
+        raise UserError(f"{name} resume state holds images of shape {tuple(images.shape)}, not for ipc {ipc} of {train.name!r}")
+    if labels.is_floating_point() != soft:
+        raise UserError(f"{name} resume state holds {'soft labels' if labels.is_floating_point() else 'hard labels'} but this config "
+                        f"{'learns soft labels' if soft else 'uses hard ones'}: the state is from another configuration")
+    if labels.is_floating_point() and (labels.shape != (n, train.num_classes) or mom_y is None):
+        raise UserError(f"{name} resume state holds soft labels of shape {tuple(labels.shape)} (momentum {'missing' if mom_y is None else 'present'}); "
+                        f"expected ({n}, {train.num_classes}) with their momentum: the state is not from this method's run")
+    if (ema is None) != (decay is None):
+        raise UserError(f"{name} resume state {'lacks' if ema is None else 'has'} an image EMA but this config "
+                        f"{'uses one' if decay is not None else 'does not'}: the state is from another configuration")

@@ -25,10 +25,17 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator, Mapping
+
+import os
 
 import numpy as np
 import torch
+
+try:  # POSIX; elsewhere two first PAD jobs could both compute the ranking (the same values)
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
 
 from ...data.base import ImageData
 from ...errors import UserError
@@ -36,6 +43,7 @@ from ...utils.seeding import generator
 from ..base import PrepJob, register_method
 from ..init import labels_for
 from .buffer import ExpertBuffer, ExpertSpec, build_expert_net, buffer_key, set_flat_params
+from .method import _TABLE as MTT_TABLE
 from .method import MTT, OUTSIDE_TABLE, ExpertJob, MTTConfig, nearest_row, resolve_auto
 from .selection import Curriculum, Schedule, el2n, rank_by_class, ranking_digest
 
@@ -84,7 +92,9 @@ _FTD_TABLE: dict[str, dict[int, dict[str, Any]]] = {
         50: dict(syn_steps=30, expert_epochs=2, max_start_epoch=40, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.001, zca=False),
     },
     "cifar100": {
+        1: dict(syn_steps=20, expert_epochs=3, max_start_epoch=20, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01, zca=True),
         10: dict(syn_steps=20, expert_epochs=2, max_start_epoch=40, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01, zca=True),
+        50: dict(syn_steps=80, expert_epochs=2, max_start_epoch=40, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01, batch_syn=125, zca=True),
     },
 }
 
@@ -101,17 +111,30 @@ class FTD(MTT):
     def outside_table(self) -> dict[str, Any]:
         return dict(OUTSIDE_TABLE)
 
+    def make_config(self, dataset: str, ipc: int, overrides: Mapping[str, Any] | None = None) -> Any:
+        """MTT's resolution plus this family's automatic values, resolved once (the trial's
+        identity hashes them, and a run cut into early-stopping rungs, which changes only
+        ``iterations``, keeps them)."""
+        return self.resolve_family(super().make_config(dataset, ipc, overrides))
+
+    def resolve_family(self, config: FTDConfig) -> FTDConfig:
+        if config.ema_decay is None:
+            config = dataclasses.replace(config, ema_decay=auto_ema_decay(config.iterations))
+        return config
+
     def expert_extras(self, config: FTDConfig, dataset: str) -> dict[str, Any]:
         if config.expert_optimizer == "sgd":
             return {}
         return {"optimizer": "gsam", "rho": float(config.expert_rho), "gsam_alpha": float(config.expert_gsam_alpha)}
 
     def ema_decay(self, config: FTDConfig) -> float | None:
-        if config.ema_decay == 0:
-            return None
-        if config.ema_decay is not None:
-            return float(config.ema_decay)
-        return max(0.0, min(0.9995, 1.0 - 1.0 / (EMA_HORIZON * max(1, config.iterations))))
+        decay = auto_ema_decay(config.iterations) if config.ema_decay is None else float(config.ema_decay)
+        return None if decay == 0 else decay
+
+
+def auto_ema_decay(iterations: int) -> float:
+    """1 - 1 / (0.4 x iterations), at most FTD's 0.9995 (which it equals at 5000 iterations)."""
+    return max(0.0, min(0.9995, 1.0 - 1.0 / (EMA_HORIZON * max(1, iterations))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,6 +152,9 @@ class DATMConfig(FTDConfig):
     #: window_growth x iterations (DATM's expansion_end_epoch / Iteration: 1000 / 10000 at IPC 10)
     current_max_start_epoch: int = 10
     window_growth: float = 0.1
+    #: the iteration at which the window reaches max_start_epoch; None: window_growth x iterations
+    #: (resolved once by make_config, so early-stopping rungs see the same window)
+    window_end_iteration: int | None = None
     soft_labels: bool = True
     lr_y: float = 2.0  # SGD lr of the label logits (DATM's lr_y)
     momentum_y: float = 0.9
@@ -149,6 +175,9 @@ class DATMConfig(FTDConfig):
                 f"{self.min_start_epoch}, {self.current_max_start_epoch}, {self.max_start_epoch}"
             )
         _check_number(owner, "window_growth", self.window_growth, 0.0, 1.0)
+        if self.window_end_iteration is not None and (isinstance(self.window_end_iteration, bool) or not isinstance(self.window_end_iteration, int)
+                                                      or self.window_end_iteration < 0):
+            raise UserError(f"{owner} option window_end_iteration must be an integer >= 0 or null, got {self.window_end_iteration!r}")
         _check_number(owner, "lr_y", self.lr_y)
         _check_number(owner, "momentum_y", self.momentum_y, 0.0, 1.0)
         if self.loss_threshold is not None:
@@ -157,6 +186,13 @@ class DATMConfig(FTDConfig):
             raise UserError(f"{owner} option label_epoch must be an integer >= 1 or null, got {self.label_epoch!r}")
         if self.label_epoch is not None and self.expert_train_epochs is not None and self.label_epoch > self.expert_train_epochs:
             raise UserError(f"{owner}: label_epoch {self.label_epoch} is beyond the experts' expert_train_epochs {self.expert_train_epochs}; raise expert_train_epochs")
+
+
+def window_end(config: DATMConfig) -> int:
+    """The iteration at which the window reaches max_start_epoch (0: from the start)."""
+    if config.window_end_iteration is not None:
+        return config.window_end_iteration
+    return int(round(config.window_growth * config.iterations))
 
 
 _DATM_COMMON = dict(syn_steps=80, expert_epochs=2, lr_teacher=0.01, momentum_y=0.9, zca=True)
@@ -171,6 +207,20 @@ _DATM_TABLE: dict[str, dict[int, dict[str, Any]]] = {
                  lr_img=1000.0, lr_lr=1e-5, lr_y=2.0, loss_threshold=1.0, batch_syn=500),
     },
 }
+
+
+def _datm_cifar100(ipc: int) -> dict[str, Any]:
+    """CIFAR-100 (DATM's CIFAR-100 configs were not read): MTT's CIFAR-100 row with DATM's
+    CIFAR-10 additions of the same IPC (labels, gate, window: fixed at IPC 1, growing from half of
+    max_start_epoch otherwise)."""
+    row = dict(MTT_TABLE["cifar100"][ipc])
+    ten = _DATM_TABLE["cifar10"][ipc]
+    growth = ten["window_growth"]
+    return {**row, "lr_y": ten["lr_y"], "momentum_y": ten["momentum_y"], "loss_threshold": ten["loss_threshold"], "min_start_epoch": 0,
+            "current_max_start_epoch": row["max_start_epoch"] if growth == 0 else row["max_start_epoch"] // 2, "window_growth": growth}
+
+
+_DATM_TABLE["cifar100"] = {ipc: _datm_cifar100(ipc) for ipc in (1, 10, 50)}
 
 
 @register_method("datm")
@@ -188,24 +238,32 @@ class DATM(FTD):
         """Uniform in [min_start_epoch, upper), upper growing linearly from current_max_start_epoch
         to max_start_epoch over the first window_growth x iterations (DATM's sequential generation)."""
         span = config.max_start_epoch - config.current_max_start_epoch
-        growth = config.window_growth * config.iterations
+        growth = window_end(config)
         upper = config.max_start_epoch if growth <= 0 else min(config.max_start_epoch, config.current_max_start_epoch + int(span * iteration / growth))
         return config.min_start_epoch + int(torch.randint(upper - config.min_start_epoch, (1,), generator=g))
+
+    def resolve_family(self, config: DATMConfig) -> DATMConfig:
+        config = super().resolve_family(config)
+        if config.window_end_iteration is None:
+            config = dataclasses.replace(config, window_end_iteration=window_end(config))
+        return config
 
     def loss_threshold(self, config: DATMConfig) -> float | None:
         return config.loss_threshold
 
+    def learns_labels(self, config: DATMConfig) -> bool:
+        return bool(config.soft_labels)
+
     def label_optimizer(self, config: DATMConfig) -> tuple[float, float]:
         return float(config.lr_y), float(config.momentum_y)
 
-    def _label_nets(self, buffer: ExpertBuffer, config: DATMConfig, train: ImageData, device: torch.device) -> list[torch.nn.Module]:
+    def _label_nets(self, buffer: ExpertBuffer, config: DATMConfig, train: ImageData, device: torch.device) -> Iterator[torch.nn.Module]:
+        """Expert 0, 1, ... at the label epoch, one network in memory at a time."""
         epoch = config.label_epoch or config.expert_train_epochs
-        nets = []
+        net = build_expert_net(buffer.spec, train, seed=0).to(device).eval()
         for i in range(config.num_experts):
-            net = build_expert_net(buffer.spec, train, seed=0).to(device)
             set_flat_params(net, buffer.load_epochs(i, epoch)[0].to(device))
-            nets.append(net.eval())
-        return nets
+            yield net
 
     @torch.no_grad()
     def initial_set(
@@ -216,44 +274,56 @@ class DATM(FTD):
         no expert gets right enough times is filled with its next samples (logged). Labels: the
         logits of the experts that classify each image correctly, averaged (all experts when
         none does), learned as logits when soft_labels is on."""
-        nets = self._label_nets(buffer, config, train, device) if (config.init == "correct" or config.soft_labels) else []
         if config.init == "correct":
-            images = self._correct_samples(train, ipc, seed, nets, device)
+            images = self._correct_samples(train, ipc, seed, self._label_nets(buffer, config, train, device), device)
         else:
             images, _ = super().initial_set(train, ipc, config, seed, buffer, device)
         hard = labels_for(train.num_classes, ipc).to(device)
         if not config.soft_labels:
             return images, hard
-        logits = torch.stack([net(images) for net in nets])  # [experts, N, C]
-        right = (logits.argmax(2) == hard).float()  # [experts, N]
-        weight = torch.where(right.sum(0, keepdim=True) > 0, right, torch.ones_like(right))
-        mean = (logits * weight.unsqueeze(2)).sum(0) / weight.sum(0).unsqueeze(1)
+        right_sum = torch.zeros(len(images), train.num_classes, dtype=torch.float64, device=device)
+        all_sum = torch.zeros_like(right_sum)
+        n_right = torch.zeros(len(images), dtype=torch.float64, device=device)
+        for net in self._label_nets(buffer, config, train, device):
+            logits = net(images).double()
+            right = (logits.argmax(1) == hard).double()
+            right_sum += logits * right.unsqueeze(1)
+            all_sum += logits
+            n_right += right
+        mean = torch.where((n_right > 0).unsqueeze(1), right_sum / n_right.clamp(min=1).unsqueeze(1), all_sum / config.num_experts)
         return images, mean.float().contiguous()
 
-    def _correct_samples(self, train: ImageData, ipc: int, seed: int, nets: list[torch.nn.Module], device: torch.device) -> torch.Tensor:
-        picks = []
+    def _correct_samples(self, train: ImageData, ipc: int, seed: int, nets: Iterator[torch.nn.Module], device: torch.device) -> torch.Tensor:
+        """Per class, the first ipc samples of a seeded shuffle that expert 0 gets right, then
+        expert 1 for the classes still short, and so on (one pass over the experts)."""
+        pools, chosen, taken = [], [], []
         for c, idx in enumerate(train.class_indices()):
-            pool = idx[torch.randperm(len(idx), generator=generator(seed, "datm-init", c)).to(idx.device)]
-            chosen: list[int] = []
-            taken = torch.zeros(len(pool), dtype=torch.bool)
-            for net in nets:
+            pools.append(idx[torch.randperm(len(idx), generator=generator(seed, "datm-init", c)).to(idx.device)])
+            chosen.append([])
+            taken.append(torch.zeros(len(pools[-1]), dtype=torch.bool))
+        for net in nets:
+            if all(len(ch) >= ipc for ch in chosen):
+                break
+            for c, pool in enumerate(pools):
+                ch, tk = chosen[c], taken[c]
                 for lo in range(0, len(pool), 256):
-                    if len(chosen) >= ipc:
+                    if len(ch) >= ipc:
                         break
                     sel = torch.arange(lo, min(lo + 256, len(pool)))
-                    sel = sel[~taken[sel]]
+                    sel = sel[~tk[sel]]
                     if not len(sel):
                         continue
                     pred = net(train.train_x[pool[sel].to(train.train_x.device)].to(device)).argmax(1).cpu()
-                    for j in sel[pred == c].tolist()[: ipc - len(chosen)]:
-                        chosen.append(j)
-                        taken[j] = True
-                if len(chosen) >= ipc:
-                    break
-            if len(chosen) < ipc:
-                log.info("%s: class %d has only %d correctly classified samples among the experts; filling with the next ones", self.name, c, len(chosen))
-                chosen += torch.nonzero(~taken).flatten()[: ipc - len(chosen)].tolist()
-            picks.append(pool[torch.tensor(chosen, dtype=torch.long)])
+                    for j in sel[pred == c].tolist()[: ipc - len(ch)]:
+                        ch.append(j)
+                        tk[j] = True
+        picks = []
+        for c, pool in enumerate(pools):
+            ch = chosen[c]
+            if len(ch) < ipc:
+                log.info("%s: class %d has only %d correctly classified samples among the experts; filling with the next ones", self.name, c, len(ch))
+                ch = ch + torch.nonzero(~taken[c]).flatten()[: ipc - len(ch)].tolist()
+            picks.append(pool[torch.tensor(ch, dtype=torch.long)])
         return train.train_x[torch.cat(picks).to(train.train_x.device)].to(device=device, dtype=torch.float32).clone()
 
 
@@ -301,6 +371,8 @@ class PADConfig(DATMConfig):
 _PAD_TABLE: dict[str, dict[int, dict[str, Any]]] = {
     # PAD's configs/CIFAR-10/ConvIN/IPC{1,10,50}.yaml: DATM's rows plus depth_ratio
     "cifar10": {ipc: dict(row, depth_ratio=ratio) for (ipc, row), ratio in zip(_DATM_TABLE["cifar10"].items(), (0.0, 0.5, 0.5))},
+    # CIFAR-100: DATM's CIFAR-100 rows with CIFAR-10's depth ratio per IPC
+    "cifar100": {ipc: dict(row, depth_ratio=ratio) for (ipc, row), ratio in zip(_DATM_TABLE["cifar100"].items(), (0.0, 0.5, 0.5))},
 }
 
 
@@ -360,6 +432,8 @@ class PAD(DATM):
         buffer = self._job_buffer(job)
         if buffer.is_done(job.index):
             return
+        if tuple(data.transform) != tuple(job.transforms):
+            raise UserError(f"{job.description}: the data has transforms {data.transform}, the job needs {job.transforms} (use job.load_data())")
         buffer.curriculum = self.curriculum(data, job.config, torch.device(device), buffer)
         buffer.build(job.index, data, torch.device(device))
 
@@ -370,25 +444,33 @@ class PAD(DATM):
 
     def curriculum(self, train: ImageData, config: PADConfig, device: torch.device, buffer: ExpertBuffer) -> Curriculum:
         """The ranking (cached next to the experts as ranking.npz) with the config's schedule."""
-        from .buffer import data_id
-
         config = resolve_auto(config)
         cache = buffer.path / "ranking.npz"
-        if cache.is_file():
+        buffer.path.mkdir(parents=True, exist_ok=True)
+        # one writer, and every expert of the buffer trains on the ranking that is on disk: the
+        # scores are computed once (under the lock) and read back, never recomputed per job
+        with open(buffer.path / "ranking.lock", "a") as lock:
+            if fcntl is not None:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            if not cache.is_file():
+                order = self._rank(train, config, device)
+                tmp = buffer.path / f".ranking.{os.getpid()}.{ranking_digest(order)}.npz"
+                np.savez(tmp, **{f"class_{c}": idx.numpy() for c, idx in enumerate(order)})
+                os.replace(tmp, cache)
             with np.load(cache) as z:
                 order = tuple(torch.from_numpy(z[f"class_{c}"]) for c in range(train.num_classes))
-            return Curriculum(order, config.schedule())
+        return Curriculum(order, config.schedule())
+
+    def _rank(self, train: ImageData, config: PADConfig, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """Each class's samples by EL2N of the scoring experts, easiest first."""
+        from .buffer import data_id
+
         score_spec = self.score_spec(config, train.name)
         scorer = ExpertBuffer(config.buffer_dir, train.name, buffer_key(data_id(train), train.transform, score_spec), score_spec)
         built = scorer.ensure(config.score_experts, train, device)
         if built:
             log.info("pad: built %d scoring expert(s) in %s", len(built), scorer.path)
-        order = rank_by_class(self._el2n(scorer, config, train, device), train.train_y.cpu(), train.num_classes)
-        buffer.path.mkdir(parents=True, exist_ok=True)
-        tmp = buffer.path / f".ranking.{ranking_digest(order)}.npz"
-        np.savez(tmp, **{f"class_{c}": idx.numpy() for c, idx in enumerate(order)})
-        tmp.replace(cache)
-        return Curriculum(order, config.schedule())
+        return rank_by_class(self._el2n(scorer, config, train, device), train.train_y.cpu(), train.num_classes)
 
     @torch.no_grad()
     def _el2n(self, scorer: ExpertBuffer, config: PADConfig, train: ImageData, device: torch.device) -> torch.Tensor:
