@@ -225,8 +225,12 @@ def test_step_size_rule_outside_the_tables_scales_with_the_training_set():
         assert m.make_config("cifar10", 1).scale_lr_teacher is False  # published rows are used as published
         digits = m.make_config("digits", 1)
         assert digits.scale_lr_teacher is True
-        assert effective_lr_teacher(digits, 1437) == pytest.approx(digits.lr_teacher * 6 / 196)
+        assert effective_lr_teacher(digits, 1437) == pytest.approx(max(digits.lr_teacher * 6 / 196, min(digits.lr_teacher, 1e-3)))
         assert effective_lr_teacher(digits, 60000) == digits.lr_teacher  # MNIST-sized: never scaled up
+        big = dataclasses.replace(digits, lr_teacher=1.0)
+        assert effective_lr_teacher(big, 1437) == pytest.approx(6 / 196)  # scaled where the floor allows
+        ten = m.make_config("digits", 10)
+        assert effective_lr_teacher(ten, 1437) == min(ten.lr_teacher, 1e-3)  # never below the step-size floor
     cfg = get_method("mtt").make_config("digits", 1, {"iterations": 1, "num_experts": 1, "width": 4, "depth": 2, "syn_steps": 1})
     assert effective_lr_teacher(dataclasses.replace(cfg, scale_lr_teacher=False), 1437) == cfg.lr_teacher
 

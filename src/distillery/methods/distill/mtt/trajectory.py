@@ -438,11 +438,11 @@ class PAD(DATM):
         buffer.build(job.index, data, torch.device(device))
 
     def ensure_experts(self, buffer: ExpertBuffer, config: PADConfig, train: ImageData, device: torch.device, progress) -> None:
-        if buffer.missing(config.num_experts):
-            buffer.curriculum = self.curriculum(train, config, device, buffer)
+        if buffer.missing(config.num_experts):  # the scoring experts' build reports as the same phase
+            buffer.curriculum = self.curriculum(train, config, device, buffer, progress)
         super().ensure_experts(buffer, config, train, device, progress)
 
-    def curriculum(self, train: ImageData, config: PADConfig, device: torch.device, buffer: ExpertBuffer) -> Curriculum:
+    def curriculum(self, train: ImageData, config: PADConfig, device: torch.device, buffer: ExpertBuffer, progress=None) -> Curriculum:
         """The ranking (cached next to the experts as ranking.npz) with the config's schedule."""
         config = resolve_auto(config)
         cache = buffer.path / "ranking.npz"
@@ -453,7 +453,7 @@ class PAD(DATM):
             if fcntl is not None:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             if not cache.is_file():
-                order = self._rank(train, config, device)
+                order = self._rank(train, config, device, progress)
                 tmp = buffer.path / f".ranking.{os.getpid()}.{ranking_digest(order)}.npz"
                 np.savez(tmp, **{f"class_{c}": idx.numpy() for c, idx in enumerate(order)})
                 os.replace(tmp, cache)
@@ -461,13 +461,13 @@ class PAD(DATM):
                 order = tuple(torch.from_numpy(z[f"class_{c}"]) for c in range(train.num_classes))
         return Curriculum(order, config.schedule())
 
-    def _rank(self, train: ImageData, config: PADConfig, device: torch.device) -> tuple[torch.Tensor, ...]:
+    def _rank(self, train: ImageData, config: PADConfig, device: torch.device, progress=None) -> tuple[torch.Tensor, ...]:
         """Each class's samples by EL2N of the scoring experts, easiest first."""
         from .buffer import data_id
 
         score_spec = self.score_spec(config, train.name)
         scorer = ExpertBuffer(config.buffer_dir, train.name, buffer_key(data_id(train), train.transform, score_spec), score_spec)
-        built = scorer.ensure(config.score_experts, train, device)
+        built = scorer.ensure(config.score_experts, train, device, progress=progress)
         if built:
             log.info("pad: built %d scoring expert(s) in %s", len(built), scorer.path)
         return rank_by_class(self._el2n(scorer, config, train, device), train.train_y.cpu(), train.num_classes)
