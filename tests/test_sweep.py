@@ -155,6 +155,25 @@ def test_local_ray_cli_sweep_logs_nested_runs_with_artifacts(tmp_path):
     assert len(trial_runs(uri, "local")) == 9
 
 
+def test_pad_sweep_builds_scoring_experts_first_and_reports_soft_label_sets(tmp_path):
+    """A sweep with PAD (issue 12): its scoring experts (stage 0) are built before PAD's own experts
+    (stage 1) as Ray tasks, the trials finish, and MLflow and the report mark the soft-label sets.
+    A local Ray instance: it runs before this module's `ray start --head` cluster exists."""
+    pad = {"iterations": 2, "num_experts": 2, "syn_steps": 2, "width": 8, "depth": 2, "score_experts": 1, "score_epoch": 1,
+           "buffer_dir": str(tmp_path / "experts")}
+    cfg = tiny_sweep("padsweep", methods={"random": {}, "pad": {"params": pad}}, ipcs=[1, 2], seeds=[0], analyze=True, num_cpus=2)
+    path = write_config(tmp_path, cfg)
+    proc = cli(["sweep", str(path)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    prep = [line for line in proc.stdout.splitlines() if line.startswith("[prep]") and " done" in line]
+    assert len(prep) == 1 + 2 and "PAD scoring expert" in prep[0] and all("PAD expert" in line for line in prep[1:])
+    runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "padsweep")
+    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
+    assert {r.data.tags["distillery.method"]: r.data.tags["distillery.soft_labels"] for r in runs} == {"pad": "true", "random": "false"}
+    html = (tmp_path / "distillery-runs" / "padsweep" / "analysis" / "report.html").read_text()
+    assert "pad (soft labels)" in html and "random (soft labels)" not in html
+
+
 def test_join_cluster_with_address_and_pack_fractional_gpus(tmp_path, joined):
     """--address joins the running head; gpu: 0.25 packs four trials on its one (pretend) GPU."""
     import ray
@@ -282,21 +301,3 @@ def test_driver_failure_ends_the_parent_run_failed_with_the_reason(tmp_path, joi
     (parent,) = client.search_runs([exp.experiment_id], filter_string="tags.`distillery.kind` = 'sweep'")
     assert parent.info.status == "FAILED"
     assert "not-a-folder" in parent.data.tags["distillery.error"]
-
-
-def test_pad_sweep_builds_scoring_experts_first_and_reports_soft_label_sets(tmp_path):
-    """A sweep with PAD (issue 12): its scoring experts (stage 0) are built before PAD's own experts
-    (stage 1) as Ray tasks, the trials finish, and MLflow and the report mark the soft-label sets."""
-    pad = {"iterations": 2, "num_experts": 2, "syn_steps": 2, "width": 8, "depth": 2, "score_experts": 1, "score_epoch": 1,
-           "buffer_dir": str(tmp_path / "experts")}
-    cfg = tiny_sweep("padsweep", methods={"random": {}, "pad": {"params": pad}}, ipcs=[1, 2], seeds=[0], analyze=True, num_cpus=2)
-    path = write_config(tmp_path, cfg)
-    proc = cli(["sweep", str(path)], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    prep = [line for line in proc.stdout.splitlines() if line.startswith("[prep]") and " done" in line]
-    assert len(prep) == 1 + 2 and "PAD scoring expert" in prep[0] and all("PAD expert" in line for line in prep[1:])
-    runs = trial_runs(f"sqlite:///{tmp_path / 'mlflow.db'}", "padsweep")
-    assert len(runs) == 4 and all(r.info.status == "FINISHED" for r in runs)
-    assert {r.data.tags["distillery.method"]: r.data.tags["distillery.soft_labels"] for r in runs} == {"pad": "true", "random": "false"}
-    html = (tmp_path / "distillery-runs" / "padsweep" / "analysis" / "report.html").read_text()
-    assert "pad (soft labels)" in html and "random (soft labels)" not in html
