@@ -92,9 +92,9 @@ _FTD_TABLE: dict[str, dict[int, dict[str, Any]]] = {
         50: dict(syn_steps=30, expert_epochs=2, max_start_epoch=40, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.001, zca=False),
     },
     "cifar100": {
-        1: dict(syn_steps=20, expert_epochs=3, max_start_epoch=20, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01, zca=True),
+        1: dict(MTT_TABLE["cifar100"][1]),  # MTT's row
         10: dict(syn_steps=20, expert_epochs=2, max_start_epoch=40, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01, zca=True),
-        50: dict(syn_steps=80, expert_epochs=2, max_start_epoch=40, lr_img=1000.0, lr_lr=1e-5, lr_teacher=0.01, batch_syn=125, zca=True),
+        50: dict(MTT_TABLE["cifar100"][50]),  # MTT's row
     },
 }
 
