@@ -19,9 +19,10 @@ from distillery.methods.distill import load_all  # noqa: F401  (registers every 
 from distillery.methods.trial import TrialSpec, run_trial
 
 QUICK_ITERATIONS = 40
-#: DATM and PAD start from samples the experts classify correctly, with the experts' soft labels:
-#: 10 iterations check them at a quarter of the cost (their matching takes 80 steps, MTT's 50)
-ITERATIONS = {"datm": 10, "pad": 10}
+#: the trajectory family at IPC 1 is far above random within a few iterations (MTT: 91% vs 78% at
+#: 40, bench/conformance.py), so it gets fewer: DATM and PAD start from samples the experts classify
+#: correctly, with the experts' soft labels, and their matching takes 80 steps (MTT's 50)
+ITERATIONS = {"mtt": 20, "ftd": 20, "datm": 10, "pad": 10, "dc": 20, "dsa": 20}
 MODELS = 2
 NOT_DISTILLATION = ("full", "random")
 
@@ -48,4 +49,5 @@ def random_acc(experts) -> float:
 def test_method_with_defaults_beats_random_on_the_default_dataset(method: str, random_acc: float, experts) -> None:
     spec = _spec(method, experts)
     acc = run_trial(spec, device="cpu").summary().mean_acc
+    print(f"{method}: {acc:.4f} vs random {random_acc:.4f}")  # the margin, with pytest -s
     assert acc > random_acc, f"{method} with defaults ({spec.method_params.get('iterations')} iterations): {acc:.4f} <= random {random_acc:.4f}"

@@ -259,3 +259,17 @@ def test_optional_options_switch_off_from_the_command_line():
     assert cfg.loss_threshold is None
     with pytest.raises(UserError, match="lr_img"):
         get_method("datm").make_config("cifar10", 10, {"lr_img": "none"})
+
+
+def test_label_temperature_sharpens_the_experts_logits(tmp_path, tiny_data):
+    """T = 0.5 doubles the initial logits, so each label row is p^2 / sum(p^2) of the T = 1 row;
+    a non-positive temperature is refused by name."""
+    m = get_method("datm")
+    plain = m.distill(tiny_data, 2, family_config("datm", tmp_path, iterations=0), seed=0, device=CPU)
+    sharp = m.distill(tiny_data, 2, family_config("datm", tmp_path, iterations=0, label_temperature=0.5), seed=0, device=CPU)
+    assert torch.equal(plain.images, sharp.images)
+    p = plain.labels.double()
+    torch.testing.assert_close(sharp.labels.double(), p ** 2 / (p ** 2).sum(1, keepdim=True), rtol=1e-4, atol=1e-6)
+    assert (sharp.labels.max(1).values > plain.labels.max(1).values).all()
+    with pytest.raises(UserError, match="label_temperature"):
+        family_config("datm", tmp_path, label_temperature=0)

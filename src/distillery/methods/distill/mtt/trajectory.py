@@ -161,6 +161,10 @@ class DATMConfig(FTDConfig):
     #: None: the last epoch the experts have (max_start_epoch - 1 + expert_epochs); DATM uses the
     #: experts' final epoch, which our lazily trained experts are
     label_epoch: int | None = None
+    #: the initial labels are the experts' averaged logits / label_temperature (DATM: 1). Below 1
+    #: sharpens them: outside the published tables the experts have taken far fewer SGD steps than
+    #: DATM's CIFAR experts and their logits are flat (see outside_table)
+    label_temperature: float = 1.0
     loss_threshold: float | None = 1.0  # DATM's threshold: an iteration with a larger loss changes nothing
     init: str = "correct"  # correct (samples the experts classify correctly) | real | noise
     INITS: ClassVar[tuple[str, ...]] = ("correct", "real", "noise")
@@ -180,6 +184,9 @@ class DATMConfig(FTDConfig):
             raise UserError(f"{owner} option window_end_iteration must be an integer >= 0 or null, got {self.window_end_iteration!r}")
         _check_number(owner, "lr_y", self.lr_y)
         _check_number(owner, "momentum_y", self.momentum_y, 0.0, 1.0)
+        _check_number(owner, "label_temperature", self.label_temperature)
+        if self.label_temperature <= 0:
+            raise UserError(f"{owner} option label_temperature must be > 0 (1: the experts' logits as they are), got {self.label_temperature}")
         if self.loss_threshold is not None:
             _check_number(owner, "loss_threshold", self.loss_threshold)
         if self.label_epoch is not None and (isinstance(self.label_epoch, bool) or not isinstance(self.label_epoch, int) or self.label_epoch < 1):
@@ -291,7 +298,7 @@ class DATM(FTD):
             all_sum += logits
             n_right += right
         mean = torch.where((n_right > 0).unsqueeze(1), right_sum / n_right.clamp(min=1).unsqueeze(1), all_sum / config.num_experts)
-        return images, mean.float().contiguous()
+        return images, (mean / config.label_temperature).float().contiguous()
 
     def _correct_samples(self, train: ImageData, ipc: int, seed: int, nets: Iterator[torch.nn.Module], device: torch.device) -> torch.Tensor:
         """Per class, the first ipc samples of a seeded shuffle that expert 0 gets right, then
