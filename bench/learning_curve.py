@@ -72,16 +72,22 @@ def main(argv: list[str] | None = None) -> int:
         if p.iteration % args.every == 0 and p.iteration < p.total:
             snaps[p.iteration] = p.state()
             recent = losses[-args.every:]
+            lr = snaps[p.iteration].get("lr")
+            step = f"step size {float(lr):.3g}, " if lr is not None else ""
             print(f"iteration {p.iteration}/{p.total}: loss (last {len(recent)}) {sum(recent) / max(1, len(recent)):.4f}, "
-                  f"step size {float(snaps[p.iteration]['lr']):.3g}, {p.elapsed:.0f}s", flush=True)
+                  f"{step}{p.elapsed:.0f}s", flush=True)
 
     final = run_trial(spec, device="cpu", progress_callback=on_progress)
     rows = [(it, _snapshot_set(s, final.synset)) for it, s in sorted(snaps.items())]
     print(f"{'iteration':>9}  {'accuracy %':>10}  {'step size':>9}  labels")
     for it, synset in rows:
         acc = run_trial(spec, device="cpu", synset=synset).summary().mean_acc
-        print(f"{it:>9}  {100 * acc:>10.2f}  {synset.lr or 0:>9.3g}  {_label_note(synset, args.ipc)}", flush=True)
-    print(f"{args.iterations:>9}  {100 * final.summary().mean_acc:>10.2f}  {final.synset.lr or 0:>9.3g}  {_label_note(final.synset, args.ipc)}  (final)")
+        print(f"{it:>9}  {100 * acc:>10.2f}  {_lr(synset):>9}  {_label_note(synset, args.ipc)}", flush=True)
+    print(f"{args.iterations:>9}  {100 * final.summary().mean_acc:>10.2f}  {_lr(final.synset):>9}  {_label_note(final.synset, args.ipc)}  (final)")
+
+
+def _lr(synset: SyntheticSet) -> str:
+    return f"{synset.lr:.3g}" if synset.lr is not None else "protocol"
     return 0
 
 
