@@ -16,7 +16,6 @@ their class and their mean top probability. Digits only needs no data; the other
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import torch  # noqa: E402
 from bench.conformance import DATASETS, data_options  # noqa: E402
 from distillery.methods.distill import load_all  # noqa: E402,F401  (registers every method)
 from distillery.methods.distill.base import Progress, SyntheticSet  # noqa: E402
+from distillery.methods.distill.init import labels_for  # noqa: E402
 from distillery.methods.trial import TrialSpec, run_trial  # noqa: E402
 
 
@@ -38,7 +38,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ipc", type=int, default=10)
     p.add_argument("--iterations", type=int, default=50)
     p.add_argument("--every", type=int, default=10, help="evaluate a snapshot every this many iterations")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="method options (JSON values), e.g. lr_lr=1e-6")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="method options, coerced to each option's type as `distillery trial --set` does, e.g. lr_lr=1e-6")
     p.add_argument("--models", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root", default="/tmp/distillery-data")
@@ -48,17 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    params = {"iterations": args.iterations, **{k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}}
+    params = {"iterations": args.iterations, **dict(item.split("=", 1) for item in args.set)}  # make_config coerces
     spec = TrialSpec(dataset=args.dataset, method=args.method, ipc=args.ipc, seed=args.seed, n_models=args.models,
                      method_params=params, data=data_options(args.dataset, args))
     snaps: dict[int, dict] = {}
@@ -103,7 +97,7 @@ def _snapshot_set(state: dict, final: SyntheticSet) -> SyntheticSet:
 def _label_note(synset: SyntheticSet, ipc: int) -> str:
     if not synset.soft_labels:
         return "hard"
-    target = torch.arange(synset.labels.shape[1]).repeat_interleave(ipc)
+    target = labels_for(synset.labels.shape[1], ipc)
     agree = float((synset.labels.argmax(1) == target).float().mean())
     return f"soft: {100 * agree:.0f}% point at their class, mean top probability {float(synset.labels.max(1).values.mean()):.2f}"
 

@@ -162,8 +162,8 @@ class DATMConfig(FTDConfig):
     #: experts' final epoch, which our lazily trained experts are
     label_epoch: int | None = None
     #: the initial labels are the experts' averaged logits / label_temperature (DATM: 1). Below 1
-    #: sharpens them: outside the published tables the experts have taken far fewer SGD steps than
-    #: DATM's CIFAR experts and their logits are flat (see outside_table)
+    #: sharpens them (experts trained on a small set take far fewer SGD steps than DATM's CIFAR
+    #: experts and their logits are flat; measured on digits in docs/methods.md: it does not pay)
     label_temperature: float = 1.0
     loss_threshold: float | None = 1.0  # DATM's threshold: an iteration with a larger loss changes nothing
     init: str = "correct"  # correct (samples the experts classify correctly) | real | noise
