@@ -43,7 +43,7 @@ def ipc_arg(value: str) -> int | None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="digits", help="dataset name (digits is bundled: works offline)")
-    p.add_argument("--method", default="random", help="distillation method (random, herding, full, dc, dsa, dm, datadam, mtt, ...)")
+    p.add_argument("--method", default="random", help="distillation method (random, herding, full, dc, dsa, dm, datadam, mtt, ftd, datm, pad, dd, ld, kip, frepo, rfad)")
     p.add_argument("--ipc", type=ipc_arg, default=10, help="images per class ('all' with --method full, the full-data baseline)")
     p.add_argument("--models", type=int, default=5, help="evaluation models per architecture (K)")
     p.add_argument("--arch", action="append", help="evaluation architecture (repeatable; default convnet)")

@@ -17,6 +17,11 @@ from .base import DistillMethod, Progress, ProgressCallback, SyntheticSet, regis
 from .init import check_ipc, labels_for, real_init
 
 
+#: the draw of the `random` baseline; LD's base examples are the same images, so LD against random
+#: measures exactly what its learned labels add
+RANDOM_DRAW = "random-baseline"
+
+
 def _done(callback: ProgressCallback | None, start: float) -> None:
     if callback is not None:
         callback(Progress(1, 1, None, time.perf_counter() - start, lambda: {}))
@@ -35,7 +40,7 @@ class RandomReal(DistillMethod):
 
     def distill(self, train, ipc, config, seed, device, progress_callback=None, resume_state=None):
         start = time.perf_counter()
-        images = real_init(train, ipc, seed, purpose="random-baseline")
+        images = real_init(train, ipc, seed, purpose=RANDOM_DRAW)
         _done(progress_callback, start)
         return SyntheticSet(images.to(device), labels_for(train.num_classes, ipc).to(device), meta={"method": "random", "ipc": ipc, "seed": seed})
 

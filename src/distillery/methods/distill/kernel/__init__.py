@@ -1,0 +1,1 @@
+"""The kernel-ridge-regression family: KIP, FRePo, RFAD (krr.py holds what they share)."""

@@ -1,0 +1,1 @@
+"""The meta-learning family: DD (back-propagation through time) and label distillation."""

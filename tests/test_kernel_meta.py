@@ -1,0 +1,113 @@
+"""The kernel (KIP, FRePo, RFAD) and meta-learning (DD, LD) families: their kernels against Monte
+Carlo, ridge regression's algebra, resumption, label export and option errors, on tiny data."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from distillery.methods.distill.base import get_method
+from distillery.methods.distill.kernel.krr import fc_kernel, krr_predict
+from distillery.methods.errors import UserError
+
+from conftest import make_tiny_data
+
+NEW = ("kip", "frepo", "rfad", "dd", "ld")
+SMALL = {"kip": {}, "frepo": {"net_width": 16, "pool_size": 3, "max_online_steps": 2}, "rfad": {"net_width": 16, "n_models": 2},
+         "dd": {"net_width": 16, "unroll_steps": 2, "unroll_epochs": 1, "batch_real": 64}, "ld": {"net_width": 16, "online_reset": 2, "batch_real": 64}}
+
+
+def _distill(name: str, iterations: int, data=None, resume=None, seed: int = 0, **changes):
+    data = data or make_tiny_data(size=16)
+    method = get_method(name)
+    config = method.make_config("tiny", 2, {**SMALL[name], "iterations": iterations, **changes})
+    states, losses = [], []
+
+    def record(p):
+        states.append(p.state())
+        losses.append(p.loss)
+
+    out = method.distill(data, 2, config, seed, torch.device("cpu"), progress_callback=record, resume_state=resume)
+    return out, states, losses
+
+
+def test_fc_nngp_matches_a_wide_random_network():
+    """The arc-cosine recursion is the covariance of a wide ReLU network's output (Monte Carlo)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 12, generator=g)
+    width, sw2, sb2 = 20000, 2.0, 0.01
+    w1 = torch.randn(12, width, generator=g) * math.sqrt(sw2 / 12)
+    b1 = torch.randn(width, generator=g) * math.sqrt(sb2)
+    u = x @ w1 + b1
+    h = torch.relu(u)
+    empirical = sw2 * (h @ h.T) / width + sb2  # E over the readout weights, in closed form
+    exact = fc_kernel(x, x, depth=1, sigma_w2=sw2, sigma_b2=sb2, kind="nngp")
+    assert torch.allclose(exact, empirical, rtol=0.05, atol=0.02)
+    # the NTK adds the first layer's gradient products: K0 * sigma_w^2 * E[relu'(u) relu'(u')]
+    k0 = sw2 * (x @ x.T) / 12 + sb2
+    active = (u > 0).float()
+    empirical_ntk = empirical + k0 * sw2 * (active @ active.T) / width
+    ntk = fc_kernel(x, x, depth=1, sigma_w2=sw2, sigma_b2=sb2, kind="ntk")
+    assert torch.allclose(ntk, empirical_ntk, rtol=0.05, atol=0.03)
+    assert torch.allclose(ntk, ntk.T) and float(torch.linalg.eigvalsh(ntk).min()) > 0
+
+
+def test_krr_interpolates_its_support_and_regularises():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 10, generator=g)
+    y = torch.randn(6, 3, generator=g)
+    k = fc_kernel(x, x)
+    assert torch.allclose(krr_predict(k, k, y, 1e-9), y, atol=1e-4)
+    shrunk = krr_predict(k, k, y, 10.0)
+    assert float(shrunk.norm()) < 0.5 * float(y.norm())  # a large ridge pulls predictions to 0
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_resume_repeats_an_uninterrupted_run(name):
+    full, states, losses = _distill(name, 4)
+    assert all(math.isfinite(l) for l in losses)
+    resumed, _, _ = _distill(name, 4, resume=states[1])
+    assert torch.equal(full.images, resumed.images) and torch.equal(full.labels, resumed.labels)
+    other, _, _ = _distill(name, 4, seed=1)
+    assert not torch.equal(full.images, other.images) or not torch.equal(full.labels, other.labels)
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_learned_labels_are_probability_rows_with_the_hard_class_on_top(name):
+    out, _, _ = _distill(name, 3, learn_labels=True)
+    assert out.soft_labels and out.meta["learned_labels"]
+    assert torch.allclose(out.labels.sum(1), torch.ones(len(out)), atol=1e-4)
+    assert torch.equal(out.hard_labels(), torch.arange(4).repeat_interleave(2))
+
+
+def test_kip_learns_on_tiny_data():
+    _, _, losses = _distill("kip", 30, batch_real=96)
+    assert sum(losses[-5:]) < 0.7 * sum(losses[:5])
+
+
+def test_dd_learns_its_step_sizes():
+    out, _, _ = _distill("dd", 3)
+    assert out.meta["learned_lr_mean"] != pytest.approx(0.02, abs=1e-7) and out.meta["learned_lr_min"] > 0
+    fixed, _, _ = _distill("dd", 3, learn_lr=False)
+    assert fixed.meta["learned_lr_mean"] == pytest.approx(0.02, rel=1e-5)
+
+
+def test_ld_keeps_its_real_images():
+    out, _, _ = _distill("ld", 3)
+    first = get_method("ld").init_tensors(make_tiny_data(size=16), 2, get_method("ld").make_config("tiny", 2, SMALL["ld"]), 0, torch.device("cpu"))
+    assert torch.equal(out.images, first["images"]) and out.soft_labels
+
+
+@pytest.mark.parametrize(("name", "change", "word"), [
+    ("kip", {"kernel": "rbf"}, "kernel"),
+    ("kip", {"learn_images": False, "learn_labels": False}, "learn_images"),
+    ("rfad", {"loss_type": "hinge"}, "loss_type"),
+    ("frepo", {"pool_size": 0}, "pool_size"),
+    ("dd", {"lr_inner": -1.0}, "lr_inner"),
+    ("ld", {"label_temperature": 0}, "label_temperature"),
+])
+def test_bad_options_name_the_option(name, change, word):
+    with pytest.raises(UserError, match=word):
+        get_method(name).make_config("digits", 1, change)
