@@ -9,9 +9,7 @@ import torch
 
 from distillery.methods.data.base import ImageData
 
-#: pytest-xdist runs one worker per core (pyproject addopts): each takes its share of the cores
-_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 def make_tiny_data(num_classes: int = 4, per_class: int = 24, test_per_class: int = 10, channels: int = 1, size: int = 8, seed: int = 0) -> ImageData:

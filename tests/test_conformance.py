@@ -14,15 +14,14 @@ import dataclasses
 
 import pytest
 
-from distillery.methods.distill.base import METHODS, get_method
+from distillery.methods.distill.base import METHODS
 from distillery.methods.distill import load_all  # noqa: F401  (registers every method)
-from distillery.methods.distill.mtt.buffer import buffer_key
 from distillery.methods.trial import TrialSpec, run_trial
 
 QUICK_ITERATIONS = 40
 #: the trajectory family at IPC 1 is far above random within a few iterations (MTT: 91% vs 78% at
 #: 40, bench/conformance.py), so it gets fewer: DATM and PAD start from samples the experts classify
-#: correctly, with the experts' soft labels, and their matching takes 80 steps (MTT's 50)
+#: correctly, with the experts' soft labels, and their matching takes 80 steps (MTT's 50).
 #: DD unrolls 30 training steps per iteration and RFAD runs 8 random width-256 ConvNets over 1280 real
 #: images per iteration (~2 and ~9 s here): 20 and 10 iterations put them 3 and 5 points above random
 ITERATIONS = {"mtt": 20, "ftd": 20, "datm": 10, "pad": 10, "dc": 20, "dsa": 20, "dd": 20, "rfad": 10}
@@ -48,17 +47,7 @@ def random_acc(experts) -> float:
     return run_trial(_spec("random", experts), device="cpu").summary().mean_acc
 
 
-def _param(method: str):
-    """Methods whose default experts are the same buffer share an xdist group (one worker), so the
-    module's expert folder builds them once, as a user's cache would."""
-    m = get_method(method)
-    if not hasattr(m, "expert_spec"):
-        return method
-    key = buffer_key("digits", (), m.expert_spec(m.make_config("digits", 1), "digits"))
-    return pytest.param(method, marks=pytest.mark.xdist_group(f"experts-{key}"))
-
-
-@pytest.mark.parametrize("method", [_param(m) for m in METHODS.names() if m not in NOT_DISTILLATION])
+@pytest.mark.parametrize("method", [m for m in METHODS.names() if m not in NOT_DISTILLATION])
 def test_method_with_defaults_beats_random_on_the_default_dataset(method: str, random_acc: float, experts) -> None:
     spec = _spec(method, experts)
     acc = run_trial(spec, device="cpu").summary().mean_acc

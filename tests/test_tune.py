@@ -24,8 +24,6 @@ from distillery.orchestrator.tune_config import load_tune_config, validate_tune_
 from distillery.orchestrator.tuning import cells, run_in_rungs, trial_spec
 from tests.sweep_helpers import REPO
 
-#: Ray tests run one after another on one test worker (pyproject: --dist loadgroup)
-pytestmark = pytest.mark.xdist_group("ray")
 
 VAL = 20
 
