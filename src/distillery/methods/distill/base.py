@@ -302,6 +302,19 @@ def parse_scalar(value: str) -> Any:
     return value
 
 
+def check_resume_state(state: Mapping[str, Any], method: str, ipc: int, seed: int, keys: tuple[str, ...]) -> None:
+    """A resume state must be this method's, for this IPC and seed, with the keys it needs: each
+    mismatch is a UserError naming it (a state from another run would otherwise resume silently)."""
+    for key in keys:
+        if key not in state:
+            raise UserError(f"resume state for method {method!r} lacks {key!r}; it is not a state this method saved")
+    if state.get("method", method) != method:
+        raise UserError(f"resume state was saved by method {state['method']!r}, not {method!r}")
+    for key, value in (("ipc", ipc), ("seed", seed)):
+        if key in state and state[key] != value:
+            raise UserError(f"resume state has {key} {state[key]!r} but this run has {key} {value!r}")
+
+
 class Timer:
     """Wall-clock seconds since construction, offset by time already spent before a resume."""
 

@@ -30,7 +30,7 @@ from torch import Tensor
 from ..data.base import ImageData
 from ..errors import UserError
 from ..utils.seeding import generator
-from .base import DistillMethod, Progress, ProgressCallback, SyntheticSet, Timer
+from .base import DistillMethod, Progress, ProgressCallback, SyntheticSet, Timer, check_resume_state
 from .init import check_ipc, initial_images, labels_for
 from .synth import INITS, _clone_cpu, _positive_float, _positive_int
 
@@ -198,14 +198,7 @@ class LearnedSetMethod(DistillMethod):
         return state
 
     def _restore(self, state: Mapping[str, Any], tensors, optimizer, ctx, ipc: int, seed: int) -> tuple[int, float]:
-        for key in ("iteration", "tensors", "optimizer"):
-            if key not in state:
-                raise UserError(f"resume state for method {self.name!r} lacks {key!r}; it is not a state this method saved")
-        if state.get("method", self.name) != self.name:
-            raise UserError(f"resume state was saved by method {state['method']!r}, not {self.name!r}")
-        for key, value in (("ipc", ipc), ("seed", seed)):
-            if key in state and state[key] != value:
-                raise UserError(f"resume state has {key} {state[key]!r} but this run has {key} {value!r}")
+        check_resume_state(state, self.name, ipc, seed, ("iteration", "tensors", "optimizer"))
         saved = state["tensors"]
         for name, tensor in tensors.items():
             if name not in saved or tuple(saved[name].shape) != tuple(tensor.shape):

@@ -22,7 +22,7 @@ from ..data.base import ImageData
 from ..errors import UserError
 from ..nets import NETWORKS, build_network
 from ..utils.seeding import derive_seed, generator
-from .base import DistillMethod, Progress, ProgressCallback, SyntheticSet, Timer
+from .base import DistillMethod, Progress, ProgressCallback, SyntheticSet, Timer, check_resume_state
 from .init import check_ipc, initial_images, labels_for
 
 NORMS = ("instancenorm", "batchnorm", "layernorm", "groupnorm", "none")
@@ -208,14 +208,7 @@ class SynthMethod(DistillMethod):
         return state
 
     def _restore(self, state: Mapping[str, Any], images: Tensor, optimizer: torch.optim.Optimizer, ipc: int, seed: int) -> tuple[int, float]:
-        for key in ("iteration", "images", "optimizer"):
-            if key not in state:
-                raise UserError(f"resume state for method {self.name!r} lacks {key!r}; it is not a state this method saved")
-        if state.get("method", self.name) != self.name:
-            raise UserError(f"resume state was saved by method {state['method']!r}, not {self.name!r}")
-        for key, value in (("ipc", ipc), ("seed", seed)):
-            if key in state and state[key] != value:
-                raise UserError(f"resume state has {key} {state[key]!r} but this run has {key} {value!r}")
+        check_resume_state(state, self.name, ipc, seed, ("iteration", "images", "optimizer"))
         saved = state["images"]
         if tuple(saved.shape) != tuple(images.shape):
             raise UserError(f"resume state images have shape {tuple(saved.shape)}, expected {tuple(images.shape)}")
