@@ -105,6 +105,7 @@ def test_ld_keeps_its_real_images():
     ("kip", {"learn_images": False, "learn_labels": False}, "learn_images"),
     ("rfad", {"loss_type": "hinge"}, "loss_type"),
     ("frepo", {"pool_size": 0}, "pool_size"),
+    ("rfad", {"net": "nosuchnet"}, "net"),
     ("dd", {"lr_inner": -1.0}, "lr_inner"),
     ("ld", {"label_temperature": 0}, "label_temperature"),
 ])

@@ -27,7 +27,6 @@ from distillery.orchestrator.store import TrialStore
 from distillery.orchestrator.sweep import run_sweep
 from tests.sweep_helpers import cli, tiny_sweep, trial_runs, write_config
 
-
 RAY = str(Path(sys.executable).parent / "ray")
 MLFLOW = str(Path(sys.executable).parent / "mlflow")
 

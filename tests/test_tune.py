@@ -24,7 +24,6 @@ from distillery.orchestrator.tune_config import load_tune_config, validate_tune_
 from distillery.orchestrator.tuning import cells, run_in_rungs, trial_spec
 from tests.sweep_helpers import REPO
 
-
 VAL = 20
 
 

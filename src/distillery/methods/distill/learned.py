@@ -25,14 +25,15 @@ from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..data.base import ImageData
 from ..errors import UserError
-from ..utils.seeding import generator
+from ..nets import build_network
+from ..utils.seeding import derive_seed, generator
 from .base import DistillMethod, Progress, ProgressCallback, SyntheticSet, Timer, check_resume_state
 from .init import check_ipc, initial_images, labels_for
-from .synth import INITS, _clone_cpu, _positive_float, _positive_int
+from .synth import INITS, _clone_cpu, _positive_float, _positive_int, net_options
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,12 @@ class LearnedSetMethod(DistillMethod):
 
     def g(self, seed: int, *parts: object) -> torch.Generator:
         return generator(seed, self.name, *parts)
+
+    def seeded_net(self, train: ImageData, config: Any, seed: int, *parts: object) -> nn.Module:
+        """A network from the config's net options, its weights a pure function of (seed, parts)
+        (methods with a network: FRePo's pool, RFAD's random features, DD/LD)."""
+        return build_network(config.net, train.channels, train.image_size, train.num_classes,
+                             seed=derive_seed(seed, self.name, *parts), **net_options(config))
 
     # -- what a subclass says ------------------------------------------------------------------
 

@@ -69,16 +69,21 @@ def validate_synth_config(config: SynthConfig) -> None:
     _positive_int(config, "batch_real")
     if config.init not in INITS:
         raise UserError(f"option 'init' must be one of {', '.join(INITS)}, got {config.init!r}")
+    validate_net_options(config)
+    if not isinstance(config.dsa_strategy, str):
+        raise UserError(f"option 'dsa_strategy' must be a string ('auto', 'none' or families joined by '_'), got {config.dsa_strategy!r}")
+    if config.dsa and config.dsa_strategy != "auto":
+        DiffAug(config.dsa_strategy)  # raises a UserError naming a bad family
+
+
+def validate_net_options(config: Any) -> None:
+    """The distillation network's options (net, net_width, net_depth, net_norm), each named."""
     if config.net not in NETWORKS:
         raise UserError(f"option 'net': unknown network {config.net!r}; choose from {', '.join(sorted(NETWORKS.names()))}")
     _positive_int(config, "net_width")
     _positive_int(config, "net_depth")
     if str(config.net_norm).lower() not in NORMS:
         raise UserError(f"option 'net_norm' must be one of {', '.join(NORMS)}, got {config.net_norm!r}")
-    if not isinstance(config.dsa_strategy, str):
-        raise UserError(f"option 'dsa_strategy' must be a string ('auto', 'none' or families joined by '_'), got {config.dsa_strategy!r}")
-    if config.dsa and config.dsa_strategy != "auto":
-        DiffAug(config.dsa_strategy)  # raises a UserError naming a bad family
 
 
 def net_options(config: SynthConfig) -> dict[str, Any]:

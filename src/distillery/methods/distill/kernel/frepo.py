@@ -20,11 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...data.base import ImageData
-from ...nets import build_network
-from ...utils.seeding import derive_seed
 from ..base import register_method
-from ..learned import LearnedSetConfig, LearnedSetMethod, centred_one_hot, check_choice, finite_positive
-from ..synth import NORMS, _positive_float, _positive_int
+from ..learned import LearnedSetConfig, LearnedSetMethod, centred_one_hot, finite_positive
+from ..synth import _positive_float, _positive_int, validate_net_options
 from .krr import krr_predict
 
 
@@ -61,17 +59,15 @@ class FRePo(LearnedSetMethod):
 
     def validate(self, config: FRePoConfig) -> None:
         super().validate(config)
-        for name in ("pool_size", "max_online_steps", "net_width", "net_depth"):
+        for name in ("pool_size", "max_online_steps"):
             _positive_int(config, name)
-        check_choice("net_norm", config.net_norm, NORMS)
+        validate_net_options(config)
         for name in ("lr_online", "reg"):
             finite_positive(name, getattr(config, name))
         _positive_float(config, "label_margin", allow_zero=True)
 
     def _member(self, train: ImageData, config: FRePoConfig, seed: int, index: int, generation: int, steps: int, device) -> _Member:
-        options = {"width": config.net_width, "depth": config.net_depth, "norm": config.net_norm} if config.net.startswith("convnet") else {}
-        net = build_network(config.net, train.channels, train.image_size, train.num_classes,
-                            seed=derive_seed(seed, self.name, "pool", index, generation), **options).to(device).train()
+        net = self.seeded_net(train, config, seed, "pool", index, generation).to(device).train()
         return _Member(net, torch.optim.Adam(net.parameters(), lr=config.lr_online), steps, generation)
 
     def setup(self, train: ImageData, ipc: int, config: FRePoConfig, seed: int, device) -> dict[str, Any]:

@@ -21,11 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...data.base import ImageData
-from ...nets import build_network
-from ...utils.seeding import derive_seed
 from ..base import register_method
 from ..learned import LearnedSetConfig, LearnedSetMethod, centred_one_hot, check_choice, finite_positive
-from ..synth import NORMS, _positive_int
+from ..synth import _positive_int, validate_net_options
 from .krr import feature_kernel, krr_predict
 
 LOSSES = ("platt", "mse")
@@ -58,11 +56,10 @@ class RFAD(LearnedSetMethod):
     def validate(self, config: RFADConfig) -> None:
         super().validate(config)
         check_choice("loss_type", config.loss_type, LOSSES)
-        for name in ("n_models", "net_width", "net_depth"):
-            _positive_int(config, name)
+        _positive_int(config, "n_models")
+        validate_net_options(config)
         for name in ("reg", "lr_platt", "platt_init"):
             finite_positive(name, getattr(config, name))
-        check_choice("net_norm", config.net_norm, NORMS)
 
     def init_tensors(self, train: ImageData, ipc: int, config: RFADConfig, seed: int, device: torch.device) -> dict[str, Tensor]:
         tensors = super().init_tensors(train, ipc, config, seed, device)
@@ -76,9 +73,7 @@ class RFAD(LearnedSetMethod):
         return rates
 
     def random_net(self, train: ImageData, config: RFADConfig, seed: int, it: int, m: int, device: torch.device) -> torch.nn.Module:
-        options = {"width": config.net_width, "depth": config.net_depth, "norm": config.net_norm} if config.net.startswith("convnet") else {}
-        net = build_network(config.net, train.channels, train.image_size, train.num_classes,
-                            seed=derive_seed(seed, self.name, "net", it, m), **options)
+        net = self.seeded_net(train, config, seed, "net", it, m)
         return net.to(device).eval().requires_grad_(False)
 
     def loss(self, it: int, tensors: dict[str, Tensor], ctx: dict[str, Any]) -> Tensor:

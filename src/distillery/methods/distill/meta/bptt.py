@@ -33,14 +33,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ...data.base import ImageData
-from ...nets import build_network
-from ...utils.seeding import derive_seed
 from ..base import register_method
 from ..baselines import RANDOM_DRAW
 from ..init import real_init
-from ..learned import LearnedSetConfig, LearnedSetMethod, check_choice, finite_positive
-from ..synth import NORMS, _positive_int
+from ..learned import LearnedSetConfig, LearnedSetMethod, finite_positive
+from ..synth import _positive_int, validate_net_options
 
 
 @dataclass(frozen=True)
@@ -80,11 +77,6 @@ class LDConfig(BPTTConfig):
     online_reset: int = 50
 
 
-def soft_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
-    """Cross-entropy against hard class indices or probability rows."""
-    return F.cross_entropy(logits, target)
-
-
 class BPTT(LearnedSetMethod):
     """Shared: the network, labels as probability rows, and one differentiable SGD step."""
 
@@ -92,9 +84,7 @@ class BPTT(LearnedSetMethod):
 
     def validate(self, config: BPTTConfig) -> None:
         super().validate(config)
-        for name in ("net_width", "net_depth"):
-            _positive_int(config, name)
-        check_choice("net_norm", config.net_norm, NORMS)
+        validate_net_options(config)
         finite_positive("lr_inner", config.lr_inner)
 
     def initial_labels(self, hard: Tensor, num_classes: int, config: BPTTConfig) -> Tensor:
@@ -112,12 +102,6 @@ class BPTT(LearnedSetMethod):
                 labels.clamp_(0, 1)
                 labels.div_(labels.sum(1, keepdim=True).clamp_min(1e-12))
 
-    def build_net(self, train: ImageData, config: BPTTConfig, seed: int, *parts: object) -> nn.Module:
-        options = {"width": config.net_width, "depth": config.net_depth, "norm": config.net_norm} if config.net.startswith("convnet") else {}
-        net = build_network(config.net, train.channels, train.image_size, train.num_classes,
-                            seed=derive_seed(seed, self.name, *parts), **options)
-        return net
-
     def targets(self, tensors: dict[str, Tensor], config: BPTTConfig) -> Tensor:
         """What the inner loss trains on: the learned rows, or the fixed hard labels."""
         return tensors["labels"] if config.learn_labels else tensors["labels"].argmax(1)
@@ -125,7 +109,7 @@ class BPTT(LearnedSetMethod):
 
 def sgd_step(net: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, y: Tensor, lr: Tensor | float) -> dict[str, Tensor]:
     """params - lr * grad of the inner loss, differentiable in x, y, lr and params."""
-    loss = soft_cross_entropy(functional_call(net, (params, buffers), (x,)), y)
+    loss = F.cross_entropy(functional_call(net, (params, buffers), (x,)), y)
     grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
     return {k: p - lr * g for (k, p), g in zip(params.items(), grads)}
 
@@ -155,7 +139,7 @@ class DD(BPTT):
 
     def loss(self, it: int, tensors: dict[str, Tensor], ctx: dict[str, Any]) -> Tensor:
         config, seed = ctx["config"], ctx["seed"]
-        net = self.build_net(ctx["train"], config, seed, "net", it).to(ctx["device"]).train()
+        net = self.seeded_net(ctx["train"], config, seed, "net", it).to(ctx["device"]).train()
         params = {k: v.detach().requires_grad_(True) for k, v in net.named_parameters()}
         buffers = dict(net.named_buffers())
         x, y = tensors["images"], self.targets(tensors, config)
@@ -187,7 +171,7 @@ class LD(BPTT):
         return tensors
 
     def _online(self, ctx: dict[str, Any], generation: int) -> dict[str, Any]:
-        net = self.build_net(ctx["train"], ctx["config"], ctx["seed"], "online", generation).to(ctx["device"]).train()
+        net = self.seeded_net(ctx["train"], ctx["config"], ctx["seed"], "online", generation).to(ctx["device"]).train()
         return {"net": net, "opt": torch.optim.Adam(net.parameters(), lr=ctx["config"].lr_online), "generation": generation}
 
     def loss(self, it: int, tensors: dict[str, Tensor], ctx: dict[str, Any]) -> Tensor:
@@ -210,7 +194,7 @@ class LD(BPTT):
         online = ctx["online"]
         x, y = ctx.pop("inner")
         online["opt"].zero_grad(set_to_none=True)
-        soft_cross_entropy(online["net"](x), y).backward()
+        F.cross_entropy(online["net"](x), y).backward()
         online["opt"].step()
 
     def extra_state(self, ctx: dict[str, Any]) -> dict[str, Any]:
