@@ -2,8 +2,8 @@
 
 The registry-driven conformance check: it iterates ``METHODS`` itself, so a method added later is
 checked against `random` without anyone editing this file. Budgets are the only change, and the
-same for every method: ``iterations`` lowered (the one knob a quick check lowers), 2 evaluation
-models with the default protocol, IPC 1 on digits (16x16 by default). `full` is the full-data
+same for every method: ``iterations`` lowered (the one knob a quick check lowers), fewer experts
+for the trajectory family, 2 evaluation models with the default protocol, IPC 1 on digits (16x16 by default). `full` is the full-data
 baseline, not a distillation method. bench/conformance.py runs the full matrix (more datasets,
 IPC 10, larger budgets).
 """
@@ -25,6 +25,9 @@ QUICK_ITERATIONS = 40
 #: DD unrolls 30 training steps per iteration and RFAD runs 8 random width-256 ConvNets over 1280 real
 #: images per iteration (~2 and ~9 s here): 20 and 10 iterations put them 3 and 5 points above random
 ITERATIONS = {"mtt": 20, "ftd": 20, "datm": 10, "pad": 10, "dc": 20, "dsa": 20, "dd": 20, "rfad": 10}
+#: the trajectory family's experts are a budget too: 10 (the automatic minimum) GSAM experts are ~100
+#: of DATM's 150 s here; a 10-iteration check draws at most 10 segments, so 3 experts suffice
+NUM_EXPERTS = 3
 MODELS = 2
 NOT_DISTILLATION = ("full", "random")
 
@@ -32,6 +35,8 @@ NOT_DISTILLATION = ("full", "random")
 def _spec(method: str, experts) -> TrialSpec:
     fields = {f.name for f in dataclasses.fields(METHODS.get(method).Config)}
     params = {"iterations": ITERATIONS.get(method, QUICK_ITERATIONS)} if "iterations" in fields else {}
+    if "num_experts" in fields:
+        params["num_experts"] = NUM_EXPERTS
     if "buffer_dir" in fields:  # shared caches go to the test's folder, not the user's home; one folder
         params["buffer_dir"] = str(experts)  # for the module, so methods share experts as a user's cache would
     return TrialSpec(dataset="digits", method=method, ipc=1, seed=0, n_models=MODELS, method_params=params)
