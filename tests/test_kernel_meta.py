@@ -100,6 +100,18 @@ def test_ld_keeps_its_real_images():
     assert torch.equal(out.images, first["images"]) and out.soft_labels
 
 
+@pytest.mark.parametrize("name", NEW)
+def test_real_init_is_randoms_own_draw(name):
+    """Zero iterations return `random`'s set for the seed (a paired comparison), and another seed
+    draws other images."""
+    data = make_tiny_data(size=16)
+    baseline = get_method("random").distill(data, 2, get_method("random").make_config("tiny", 2, {}), 3, torch.device("cpu"))
+    out, _, _ = _distill(name, 0, data=data, seed=3)
+    assert torch.equal(out.images, baseline.images)
+    other, _, _ = _distill(name, 0, data=data, seed=4)
+    assert not torch.equal(other.images, baseline.images)
+
+
 @pytest.mark.parametrize(("name", "change", "word"), [
     ("kip", {"kernel": "rbf"}, "kernel"),
     ("kip", {"learn_images": False, "learn_labels": False}, "learn_images"),

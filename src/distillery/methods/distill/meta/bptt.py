@@ -34,8 +34,6 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..base import register_method
-from ..baselines import RANDOM_DRAW
-from ..init import real_init
 from ..learned import LearnedSetConfig, LearnedSetMethod, finite_positive
 from ..synth import _positive_int, validate_net_options
 
@@ -163,12 +161,6 @@ class LD(BPTT):
         for name in ("inner_batch", "online_reset"):
             _positive_int(config, name)
         finite_positive("lr_online", config.lr_online)
-
-    def init_tensors(self, train, ipc, config: LDConfig, seed, device) -> dict[str, Tensor]:
-        tensors = super().init_tensors(train, ipc, config, seed, device)
-        if config.init == "real":
-            tensors["images"] = real_init(train, ipc, seed, purpose=RANDOM_DRAW).to(device=device, dtype=torch.float32).contiguous()
-        return tensors
 
     def _online(self, ctx: dict[str, Any], generation: int) -> dict[str, Any]:
         net = self.seeded_net(ctx["train"], ctx["config"], ctx["seed"], "online", generation).to(ctx["device"]).train()
