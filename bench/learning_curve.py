@@ -28,7 +28,7 @@ from bench.conformance import DATASETS, data_options  # noqa: E402
 from distillery.methods.distill import load_all  # noqa: E402,F401  (registers every method)
 from distillery.methods.distill.base import Progress, SyntheticSet  # noqa: E402
 from distillery.methods.distill.init import labels_for  # noqa: E402
-from distillery.methods.trial import TrialSpec, run_trial  # noqa: E402
+from distillery.methods.trial import TrialSpec, prepare_data, run_trial  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{step}{p.elapsed:.0f}s", flush=True)
 
     final = run_trial(spec, device="cpu", progress_callback=on_progress)
-    rows = [(it, _snapshot_set(s, final.synset)) for it, s in sorted(snaps.items())]
+    data = prepare_data(spec)
+    rows = [(it, _snapshot_set(s, final.synset, spec, data)) for it, s in sorted(snaps.items())]
     print(f"{'iteration':>9}  {'accuracy %':>10}  {'step size':>9}  labels")
     for it, synset in rows:
         acc = run_trial(spec, device="cpu", synset=synset).summary().mean_acc
@@ -82,12 +83,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _lr(synset: SyntheticSet) -> str:
     return f"{synset.lr:.3g}" if synset.lr is not None else "protocol"
-    return 0
 
 
-def _snapshot_set(state: dict, final: SyntheticSet) -> SyntheticSet:
-    """The set a run stopped at this state would return (learned logits stored as probabilities;
-    a method whose state keeps no labels has fixed ones: the final set's)."""
+def _snapshot_set(state: dict, final: SyntheticSet, spec: TrialSpec, data) -> SyntheticSet:
+    """The set a run stopped at this state would return. A learned-set method (DD, LD, KIP, FRePo,
+    RFAD: a state with named ``tensors``) exports it itself; otherwise learned logits are stored as
+    probabilities, and a method whose state keeps no labels has fixed ones: the final set's."""
+    method = spec.method_impl()
+    if "tensors" in state and hasattr(method, "set_from_state"):
+        return method.set_from_state(state, data, spec.ipc, spec.resolved_method_config(), spec.seed)
     labels = state.get("labels", final.labels)
     labels = torch.softmax(labels, dim=1) if labels.is_floating_point() and "labels" in state else labels
     images = state.get("ema", state["images"])

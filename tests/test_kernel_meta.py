@@ -100,6 +100,16 @@ def test_ld_keeps_its_real_images():
     assert torch.equal(out.images, first["images"]) and out.soft_labels
 
 
+@pytest.mark.parametrize("name", ("frepo", "ld"))
+def test_a_snapshot_exports_the_set_the_run_returns(name):
+    """set_from_state on the last Progress state is the returned set (labels exported alike)."""
+    data = make_tiny_data(size=16)
+    out, states, _ = _distill(name, 2, data=data)
+    method = get_method(name)
+    again = method.set_from_state(states[-1], data, 2, method.make_config("tiny", 2, {**SMALL[name], "iterations": 2}), 0)
+    assert torch.equal(again.images, out.images) and torch.equal(again.labels, out.labels) and again.soft_labels
+
+
 @pytest.mark.parametrize("name", NEW)
 def test_real_init_is_randoms_own_draw(name):
     """Zero iterations return `random`'s set for the seed (a paired comparison), and another seed

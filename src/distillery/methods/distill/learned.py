@@ -197,6 +197,11 @@ class LearnedSetMethod(DistillMethod):
         meta.update(self.extra_meta(tensors, config))
         return SyntheticSet(tensors["images"].detach().clone(), labels, meta=meta)
 
+    def set_from_state(self, state: Mapping[str, Any], train: ImageData, ipc: int, config: LearnedSetConfig, seed: int) -> SyntheticSet:
+        """The set a run stopped at ``state`` (a Progress snapshot) would return, with the same
+        label export (bench/learning_curve.py evaluates snapshots with it)."""
+        return self.synthetic_set(dict(state["tensors"]), train, ipc, config, seed)
+
     def export_labels(self, labels: Tensor, config: LearnedSetConfig) -> Tensor:
         """Learned labels as the protocol's probability rows: softmax(labels / label_temperature)."""
         return torch.softmax(labels / config.label_temperature, dim=1)
