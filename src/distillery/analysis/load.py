@@ -9,7 +9,8 @@ Frame layout (``SweepData.models``), chosen so that one row is one independent-i
 (a trained evaluation model) and every per-model statistic is a column:
 
   run_id, run_name, trial_hash, dataset, method, arch, ipc (int), seed (int), model (int),
-  full_data (bool), soft_labels (bool: the set carried soft labels), n_classes (int), images (int = ipc * n_classes, the storage cost),
+  full_data (bool), soft_labels (bool: the set carried soft labels), n_classes (int), images (int = ipc * n_classes),
+  storage_ipc (float: stored numbers as images per class; = ipc unless the set has a decoder),
   distill_seconds, eval_seconds, compute_seconds, gpu_seconds (float, per trial),
   mean_acc, class_var, class_std, worst_class_acc, gap, cv (float, per model, schema definitions),
   acc_0 .. acc_{C-1} (float: per-class accuracy as a fraction; NaN beyond a dataset's n_classes).
@@ -139,6 +140,8 @@ def models_from_per_class(trial: Mapping[str, Any], per_class: pd.DataFrame) -> 
             "ipc": int(trial["ipc"]), "seed": int(trial["seed"]), "model": int(model),
             "full_data": bool(trial["full_data"]), "soft_labels": bool(trial.get("soft_labels", False)), "n_classes": n_classes,
             "images": int(trial["ipc"]) * n_classes,
+            # the storage budget (images-per-class equivalent): differs from ipc only for parameterised sets
+            "storage_ipc": _storage_ipc(trial),
         }
         for k in ("distill_seconds", "eval_seconds", "compute_seconds", "gpu_seconds"):
             row[k] = trial.get(k, np.nan)
@@ -181,6 +184,17 @@ def _costs(metrics: Mapping[str, Any]) -> dict[str, float]:
         "compute_seconds": float(compute),
         "gpu_seconds": float(compute * gpu) if not (np.isnan(compute) or np.isnan(gpu)) else np.nan,
     }
+
+
+def _storage_ipc(trial: Mapping[str, Any]) -> float:
+    """The trial's storage budget (images-per-class equivalent); results written before it was
+    recorded, and the full-data baseline, fall back to the IPC."""
+    value = trial.get("storage_ipc")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return float(trial["ipc"])
+    return value if np.isfinite(value) else float(trial["ipc"])
 
 
 def _is_true(value: Any) -> bool:
@@ -384,6 +398,7 @@ def _mlflow_trial(run) -> dict[str, Any]:
     }
     t.update(_costs(metrics))
     t["synthetic_images"] = metrics.get("synthetic_images")
+    t["storage_ipc"] = metrics.get("storage_ipc")
     missing = [k for k in ("dataset", "method", "ipc", "seed") if t[k] in (None, "")]
     if missing and t["status"] == FINISHED:
         t["status"], t["error"] = "INVALID", f"missing tags: {', '.join('distillery.' + m for m in missing)}"
@@ -547,6 +562,7 @@ def _tune_trial(trial_dir: Path, root: Path) -> tuple[dict[str, Any], dict[str, 
     }
     t["full_data"] = _is_true(src.get("full_data")) or t["method"] == "full"
     t["soft_labels"] = _is_true(src.get("soft_labels"))
+    t["storage_ipc"] = src.get("storage_ipc")
     t.update(_costs(src))
     if t["status"] == FINISHED:
         try:

@@ -113,6 +113,7 @@ class TrialResult:
             distill_seconds=self.distill_seconds, eval_seconds=self.eval_seconds, learned_lr=self.synset.lr,
             synthetic_images=len(self.synset), method_config=dataclasses.asdict(self.method_config),
             soft_labels=self.synset.soft_labels,
+            storage_ipc=None if self.synset.full_data else self.synset.storage_ipc(len(self.class_names)),
         )
 
 

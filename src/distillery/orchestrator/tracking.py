@@ -180,6 +180,8 @@ def trial_metrics(s: TrialSummary, resources: Mapping[str, Any]) -> dict[str, fl
         "resources/gpu": resources["gpu"],
         "synthetic_images": s.synthetic_images,
     }
+    if s.storage_ipc is not None:
+        out["storage_ipc"] = s.storage_ipc
     for arch, a in s.archs.items():
         for key in (*FAIRNESS_METRICS, "mean_acc_std"):
             out[f"{arch}/{key}"] = getattr(a, key)

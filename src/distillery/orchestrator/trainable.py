@@ -44,6 +44,7 @@ def final_metrics(record: dict[str, Any]) -> dict[str, Any]:
         "per_class": {arch: [list(m.per_class) for m in a.per_model] for arch, a in s.archs.items()},
         "class_names": list(s.class_names),
         "soft_labels": s.soft_labels,
+        "storage_ipc": s.storage_ipc,
     }
 
 

@@ -21,6 +21,7 @@ from ..data.base import ImageData
 from ..errors import UserError
 from ..registry import Registry
 from ..utils.typecheck import check_field
+from .decode import Decoder
 
 
 @dataclass
@@ -34,6 +35,8 @@ class SyntheticSet:
     lr: a learned training learning rate (MTT) the evaluation uses instead of its default.
     full_data: True for the full-data baseline, whose images are the whole training set (the
     evaluation then uses the full-data epoch count and nobody should save it as an artifact).
+    decoder: for a parameterised set (IDC, IDM, ...), what is stored; ``images`` are then its decoded
+    grid, which the protocol trains on, and the storage budget counts the decoder's parameters.
     """
 
     images: Tensor
@@ -41,6 +44,7 @@ class SyntheticSet:
     lr: float | None = None
     full_data: bool = False
     meta: dict[str, Any] = field(default_factory=dict)
+    decoder: Decoder | None = None
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4:
@@ -65,6 +69,19 @@ class SyntheticSet:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    @property
+    def stored_floats(self) -> int:
+        """The storage budget in numbers: the decoder's parameters, else the images themselves
+        (labels are not counted, as the field's IPC convention does not count them)."""
+        return self.decoder.stored_floats if self.decoder is not None else int(self.images.numel())
+
+    def storage_ipc(self, num_classes: int) -> float:
+        """The storage budget as images-per-class equivalent: stored numbers / (C*H*W*classes).
+        Equals the IPC for a plain set; a factor-2 multi-formation set at IPC 1 decodes 4 images
+        per class and still stores 1."""
+        per_image = int(self.images[0].numel()) if len(self) else 1
+        return self.stored_floats / float(per_image * max(1, num_classes))
+
     def hard_labels(self) -> Tensor:
         return self.labels.argmax(1) if self.soft_labels else self.labels
 
@@ -76,6 +93,7 @@ class SyntheticSet:
             "lr": self.lr,
             "full_data": self.full_data,
             "meta": _plain(self.meta),
+            **({"decoder": self.decoder.state_dict()} if self.decoder is not None else {}),
         }
 
     @classmethod
@@ -86,6 +104,7 @@ class SyntheticSet:
             lr=state.get("lr"),
             full_data=bool(state.get("full_data", False)),
             meta=dict(state.get("meta", {})),
+            decoder=Decoder.from_state_dict(state["decoder"]) if state.get("decoder") is not None else None,
         )
 
     def save(self, path: str) -> None:
