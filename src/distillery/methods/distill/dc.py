@@ -129,17 +129,21 @@ class DC(SynthMethod):
 
     def _train_net(self, net: nn.Module, net_opt: torch.optim.Optimizer, x: Tensor, it: int, ol: int, ctx: dict[str, Any]) -> None:
         """``inner_loop`` epochs on the synthetic set (the reference's ``epoch('train', ...)``)."""
+        for il in range(ctx["inner"]):
+            self._train_epoch(net, net_opt, x, it, ol, il, ctx)
+
+    def _train_epoch(self, net: nn.Module, net_opt: torch.optim.Optimizer, x: Tensor, it: int, ol: int, il: int, ctx: dict[str, Any]) -> None:
+        """Epoch ``il`` of training the network on the (detached) synthetic set, seeded by (it, ol, il)."""
         config, seed, aug, y = ctx["config"], ctx["seed"], ctx["aug"], ctx["syn_labels"]
         net.train()
-        for il in range(ctx["inner"]):
-            g = self.g(seed, "inner", it, ol, il)
-            for idx in torch.randperm(len(x), generator=g).split(config.batch_train):
-                idx = idx.to(x.device)
-                xb = aug(x[idx], generator=g) if aug is not None else x[idx]
-                loss = F.cross_entropy(net(xb), y[idx])
-                net_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                net_opt.step()
+        g = self.g(seed, "inner", it, ol, il)
+        for idx in torch.randperm(len(x), generator=g).split(config.batch_train):
+            idx = idx.to(x.device)
+            xb = aug(x[idx], generator=g) if aug is not None else x[idx]
+            loss = F.cross_entropy(net(xb), y[idx])
+            net_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            net_opt.step()
 
     def _freeze_bn(self, net: nn.Module, it: int, ol: int, ctx: dict[str, Any]) -> None:
         """Running statistics from 16 real images per class, then BN layers in eval mode."""

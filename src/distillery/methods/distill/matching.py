@@ -61,25 +61,27 @@ def attention_map(activation: Tensor, power: float = 1.0) -> Tensor:
     return F.normalize(amap.reshape(activation.shape[0], -1), p=2.0, dim=1)
 
 
-class AttentionRecorder:
-    """Forward hooks on a network's ``nn.ReLU`` modules that store each output's attention map,
-    in forward order (the reference hooks every ReLU of ``features``)."""
+class ReLURecorder:
+    """Forward hooks on a network's ``nn.ReLU`` modules (those of ``features`` when it has them)
+    that store each output, in forward order: CAFE's layer-wise features."""
 
-    def __init__(self, net: nn.Module, power: float = 1.0) -> None:
+    def __init__(self, net: nn.Module) -> None:
         root = getattr(net, "features", net)
         self.modules = [m for m in root.modules() if isinstance(m, nn.ReLU)]
-        self.power = power
         self.maps: list[Tensor] = []
 
     def __len__(self) -> int:
         return len(self.modules)
 
+    def transform(self, output: Tensor) -> Tensor:
+        return output
+
     def _hook(self, module: nn.Module, inputs: tuple, output: Tensor) -> None:
-        self.maps.append(attention_map(output, self.power))
+        self.maps.append(self.transform(output))
 
     @contextlib.contextmanager
     def record(self) -> Iterator[list[Tensor]]:
-        """Within the block, forward passes append their ReLU attention maps to the yielded list."""
+        """Within the block, forward passes append their (transformed) ReLU outputs to the yielded list."""
         self.maps = []
         handles = [m.register_forward_hook(self._hook) for m in self.modules]
         try:
@@ -87,3 +89,15 @@ class AttentionRecorder:
         finally:
             for h in handles:
                 h.remove()
+
+
+class AttentionRecorder(ReLURecorder):
+    """DataDAM's recorder: each ReLU output's attention map (the reference hooks every ReLU of
+    ``features``)."""
+
+    def __init__(self, net: nn.Module, power: float = 1.0) -> None:
+        super().__init__(net)
+        self.power = power
+
+    def transform(self, output: Tensor) -> Tensor:
+        return attention_map(output, self.power)

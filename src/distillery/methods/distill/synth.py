@@ -23,6 +23,7 @@ from ..errors import UserError
 from ..nets import NETWORKS, build_network
 from ..utils.seeding import derive_seed, generator
 from .base import DistillMethod, Progress, ProgressCallback, SyntheticSet, Timer, check_resume_state
+from .decode import Decoder, repeat_labels
 from .init import check_ipc, initial_images, labels_for
 
 NORMS = ("instancenorm", "batchnorm", "layernorm", "groupnorm", "none")
@@ -157,6 +158,30 @@ class SynthMethod(DistillMethod):
     def setup(self, train: ImageData, ipc: int, config: SynthConfig, seed: int, device: torch.device) -> dict[str, Any]:
         return {}
 
+    def decoder_spec(self, config: SynthConfig) -> tuple[str, dict[str, Any]] | None:
+        """For a parameterised set (IDC, IDM): the registered decoder's name and options. The
+        optimised tensor is then what the set stores, and matching and evaluation see its decoded
+        grid (``decoded``); None, the default, means the optimised tensor is the images."""
+        return None
+
+    def initial_stored(self, train: ImageData, ipc: int, config: SynthConfig, seed: int) -> Tensor:
+        """The tensor the optimiser starts from: the images themselves for a plain set."""
+        return initial_images(train, ipc, seed, config.init)
+
+    def decoded(self, stored: Tensor, config: SynthConfig) -> Tensor:
+        """The images that ``stored`` (or a class-major slice of it) decodes into, differentiably."""
+        spec = self.decoder_spec(config)
+        return stored if spec is None else Decoder(spec[0], {"images": stored}, spec[1]).decode()
+
+    def finish(self, stored: Tensor, labels: Tensor, config: SynthConfig, meta: dict[str, Any]) -> SyntheticSet:
+        """The SyntheticSet of the final stored tensor: plain, or its decoded grid plus the decoder."""
+        spec = self.decoder_spec(config)
+        if spec is None:
+            return SyntheticSet(stored, labels, meta=meta)
+        decoder = Decoder(spec[0], {"images": stored}, dict(spec[1]))
+        images = decoder.decode().detach()
+        return SyntheticSet(images, repeat_labels(labels, len(images) // len(stored)), meta=meta, decoder=decoder)
+
     @abstractmethod
     def iteration(self, it: int, images: Tensor, optimizer: torch.optim.Optimizer, ctx: dict[str, Any]) -> float:
         """Run iteration ``it`` and return its (mean per class) loss."""
@@ -174,7 +199,7 @@ class SynthMethod(DistillMethod):
         self.validate(config)
         check_ipc(train, ipc)
         device = torch.device(device)
-        images = initial_images(train, ipc, seed, config.init).to(device=device, dtype=torch.float32).contiguous()
+        images = self.initial_stored(train, ipc, config, seed).to(device=device, dtype=torch.float32).contiguous()
         images.requires_grad_(True)
         optimizer = torch.optim.SGD([images], lr=config.lr_img, momentum=config.momentum_img)
         start, elapsed = 0, 0.0
@@ -196,7 +221,7 @@ class SynthMethod(DistillMethod):
                 progress_callback(Progress(it + 1, total, loss, now, self._snapshot(images, optimizer, it + 1, now, ipc, seed)))
         labels = labels_for(train.num_classes, ipc).to(device)
         meta = {"method": self.name, "ipc": ipc, "seed": seed, "iterations": total}
-        return SyntheticSet(images.detach().clone(), labels, meta=meta)
+        return self.finish(images.detach().clone(), labels, config, meta)
 
     def _snapshot(self, images: Tensor, optimizer: torch.optim.Optimizer, iteration: int, elapsed: float, ipc: int, seed: int):
         def state() -> dict[str, Any]:
