@@ -43,3 +43,26 @@ def test_metric_vs_ipc_without_baseline_or_fits(tmp_path):
     agg = aggregate(pd.concat(frames, ignore_index=True), n_boot=50)
     png, _ = save_figure(fig_metric_vs_ipc(agg, "d", "class_var"), tmp_path, "v")
     assert png.stat().st_size > 1000
+
+
+def test_parameterised_sets_get_their_decoded_images_and_budget_axes(tmp_path):
+    """A multi-formation set (IDM, IDC) at IPC 1 on 3 classes trains on 12 images: the frame and the
+    aggregate carry both budgets, and the budget figures plot on either axis."""
+    frames = []
+    for method, ipc, images in (("idm", 1, 12), ("idm", 2, 24), ("dm", 1, None), ("dm", 2, None)):
+        pc = pd.DataFrame([("ConvNet", 0, c, str(c), 0.3 + 0.1 * ipc + 0.01 * c) for c in range(3)],
+                          columns=["arch", "model", "class_index", "class_name", "acc"])
+        trial = {"run_id": f"{method}{ipc}", "dataset": "d", "method": method, "ipc": ipc, "seed": 0, "full_data": False,
+                 "storage_ipc": float(ipc), "synthetic_images": images}
+        frames.append(models_from_per_class(trial, pc))
+    models = pd.concat(frames, ignore_index=True)
+    assert models.set_index("run_id").loc[["idm1", "dm1"], "images"].tolist() == [12, 3]
+    agg = aggregate(models, n_boot=20).set_index(["method", "ipc"])
+    assert agg.loc[("idm", 1), "decoded_ipc"] == 4.0 and agg.loc[("dm", 1), "decoded_ipc"] == 1.0
+    assert agg.loc[("idm", 2), "storage_ipc"] == 2.0
+    fig = fig_metric_vs_ipc(agg.reset_index(), "d", "mean_acc", x="decoded_ipc")
+    xs = sorted({round(float(v), 3) for line in fig.axes[0].lines for v in line.get_xdata()})
+    assert xs == [1.0, 2.0, 4.0, 8.0]
+    assert "decoded" in fig.axes[0].get_xlabel()
+    with pytest.raises(ValueError, match="unknown x axis"):
+        fig_metric_vs_ipc(agg.reset_index(), "d", "mean_acc", x="pixels")

@@ -40,6 +40,9 @@ def aggregate(
         row["n_models"] = int(len(g))
         row["n_classes"] = int(g["n_classes"].iloc[0])
         row["images"] = int(g["images"].iloc[0])
+        # the two budgets a parameterised set separates: numbers stored and images decoded, per class
+        row["storage_ipc"] = float(g["storage_ipc"].mean()) if "storage_ipc" in g else float(row["ipc"])
+        row["decoded_ipc"] = row["images"] / max(1, row["n_classes"])
         for m in METRICS:
             row[m] = float(g[m].mean())
             row[f"{m}_std"] = float(g[m].std(ddof=1)) if len(g) > 1 else np.nan

@@ -58,15 +58,21 @@ def _scale(metric: str) -> float:
     return 100.0 if metric in PERCENT else 1.0
 
 
-def _ipc_axis(ax, ipcs: Sequence[int]) -> None:
+#: x axes of the metric-vs-budget figures: the IPC (the cell key), the storage budget (numbers
+#: stored, as images per class) and the decoded images per class (what the evaluation trained on)
+X_AXES = {"ipc": "images per class (IPC)", "storage_ipc": "storage budget (stored numbers as images per class)",
+          "decoded_ipc": "decoded images per class (trained on)"}
+
+
+def _ipc_axis(ax, ipcs: Sequence[float], label: str = X_AXES["ipc"]) -> None:
     """Log x when IPCs span >= 20x (so IPC 1..10 are not squashed), ticks at the IPCs used."""
-    ipcs = sorted(set(int(i) for i in ipcs))
+    ipcs = sorted(set(round(float(i), 3) for i in ipcs))
     if ipcs and ipcs[0] > 0 and ipcs[-1] / ipcs[0] >= 20:
         ax.set_xscale("log")
         ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_major_locator(FixedLocator(ipcs))
     ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.set_xlabel("images per class (IPC)")
+    ax.set_xlabel(label)
 
 
 def _yerr(rows: pd.DataFrame, metric: str) -> np.ndarray | None:
@@ -95,8 +101,18 @@ def _fit_line(ax, fit: FitResult | None, ipcs: Sequence[int], metric: str, color
 
 
 def fig_metric_vs_ipc(agg: pd.DataFrame, dataset: str, metric: str,
-                      fits: Mapping[tuple, FitResult] | None = None, colors: Mapping[str, Any] | None = None) -> Figure:
-    """One panel per eval arch: metric vs IPC per method (CI bars, best-AIC fit dotted, baseline dashed)."""
+                      fits: Mapping[tuple, FitResult] | None = None, colors: Mapping[str, Any] | None = None,
+                      x: str = "ipc") -> Figure:
+    """One panel per eval arch: metric vs IPC per method (CI bars, best-AIC fit dotted, baseline dashed).
+
+    ``x`` picks the budget axis (``X_AXES``): with parameterised sets (IDC, IDM) the storage budget
+    and the decoded images per class differ, and a fair comparison reads accuracy against the first.
+    Fits are over IPC, so they are drawn on the IPC axis only."""
+    if x not in X_AXES:
+        raise ValueError(f"unknown x axis {x!r}; choose from {', '.join(X_AXES)}")
+    if x not in agg.columns:
+        raise ValueError(f"the aggregate has no {x!r} column (aggregate it with this version of distillery)")
+    fits = fits if x == "ipc" else None
     d = distilled(agg)
     d = d[d["dataset"] == dataset]
     archs = sorted(d["arch"].unique())
@@ -106,20 +122,21 @@ def fig_metric_vs_ipc(agg: pd.DataFrame, dataset: str, metric: str,
     for ax, arch in zip(axes, archs):
         da = d[d["arch"] == arch]
         for method, g in da.groupby("method", sort=True):
-            g = g.sort_values("ipc")
-            ax.errorbar(g["ipc"], g[metric] * _scale(metric), yerr=_yerr(g, metric), marker="o", ms=5,
+            g = g.sort_values(x)
+            ax.errorbar(g[x], g[metric] * _scale(metric), yerr=_yerr(g, metric), marker="o", ms=5,
                         capsize=3, lw=1.5, color=colors[method], label=method)
             fit = best_fit(fits, dataset, method, arch, metric) if fits else None
             _fit_line(ax, fit, g["ipc"].tolist(), metric, colors[method],
                       f"{method} fit: {fit.model}" if fit else None)
         base = baseline_for(agg, dataset, arch)
         _baseline_line(ax, base, metric, "black", f"full data (IPC {int(base['ipc'])})" if base is not None else None)
-        _ipc_axis(ax, da["ipc"])
+        _ipc_axis(ax, da[x], X_AXES[x])
         ax.set_ylabel(LABELS.get(metric, metric))
         ax.set_title(f"{dataset} / {arch}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-    fig.suptitle(f"{LABELS.get(metric, metric).split(' (')[0]} vs IPC (error bars: 95% bootstrap CI)")
+    what = "IPC" if x == "ipc" else X_AXES[x].split(" (")[0]
+    fig.suptitle(f"{LABELS.get(metric, metric).split(' (')[0]} vs {what} (error bars: 95% bootstrap CI)")
     return fig
 
 

@@ -9,7 +9,8 @@ Frame layout (``SweepData.models``), chosen so that one row is one independent-i
 (a trained evaluation model) and every per-model statistic is a column:
 
   run_id, run_name, trial_hash, dataset, method, arch, ipc (int), seed (int), model (int),
-  full_data (bool), soft_labels (bool: the set carried soft labels), n_classes (int), images (int = ipc * n_classes),
+  full_data (bool), soft_labels (bool: the set carried soft labels), n_classes (int), images (int: the images
+  trained on; ipc * n_classes unless the set has a decoder),
   storage_ipc (float: stored numbers as images per class; = ipc unless the set has a decoder),
   distill_seconds, eval_seconds, compute_seconds, gpu_seconds (float, per trial),
   mean_acc, class_var, class_std, worst_class_acc, gap, cv (float, per model, schema definitions),
@@ -139,7 +140,8 @@ def models_from_per_class(trial: Mapping[str, Any], per_class: pd.DataFrame) -> 
             "dataset": trial["dataset"], "method": trial["method"], "arch": str(arch),
             "ipc": int(trial["ipc"]), "seed": int(trial["seed"]), "model": int(model),
             "full_data": bool(trial["full_data"]), "soft_labels": bool(trial.get("soft_labels", False)), "n_classes": n_classes,
-            "images": int(trial["ipc"]) * n_classes,
+            # decoded (trained-on) images: more than ipc x classes for a parameterised set (IDC, IDM)
+            "images": _images(trial, n_classes),
             # the storage budget (images-per-class equivalent): differs from ipc only for parameterised sets
             "storage_ipc": _storage_ipc(trial),
         }
@@ -184,6 +186,19 @@ def _costs(metrics: Mapping[str, Any]) -> dict[str, float]:
         "compute_seconds": float(compute),
         "gpu_seconds": float(compute * gpu) if not (np.isnan(compute) or np.isnan(gpu)) else np.nan,
     }
+
+
+def _images(trial: Mapping[str, Any], n_classes: int) -> int:
+    """The images the evaluation trained on: the recorded ``synthetic_images`` of a distilled set,
+    else (older results, the full-data baseline) ipc x classes."""
+    value = trial.get("synthetic_images")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if trial.get("full_data") or not np.isfinite(value) or value <= 0:
+        return int(trial["ipc"]) * n_classes
+    return int(value)
 
 
 def _storage_ipc(trial: Mapping[str, Any]) -> float:
@@ -563,6 +578,7 @@ def _tune_trial(trial_dir: Path, root: Path) -> tuple[dict[str, Any], dict[str, 
     t["full_data"] = _is_true(src.get("full_data")) or t["method"] == "full"
     t["soft_labels"] = _is_true(src.get("soft_labels"))
     t["storage_ipc"] = src.get("storage_ipc")
+    t["synthetic_images"] = src.get("synthetic_images")
     t.update(_costs(src))
     if t["status"] == FINISHED:
         try:

@@ -24,7 +24,7 @@ import pandas as pd
 
 from .aggregate import aggregate
 from .errors import AnalysisError
-from .figures import (fig_class_heatmap, fig_metric_vs_ipc, fig_pareto, fig_synthetic_grid, fig_twin_axis,
+from .figures import (X_AXES, fig_class_heatmap, fig_metric_vs_ipc, fig_pareto, fig_synthetic_grid, fig_twin_axis,
                       method_colors, save_figure, slug)
 from .fits import FitResult, fit_all
 from .load import SweepData, fetch_synthetic_set, load_mlflow, load_tune_dir, mlflow_client, resolve_sweep
@@ -148,6 +148,15 @@ def _write_figures(data: SweepData, agg: pd.DataFrame, fits: dict, pareto: Paret
              f"{ds}: mean accuracy vs IPC per method and arch (95% bootstrap CIs; dotted: best-AIC fit; dashed: full data).")
         keep(fig_metric_vs_ipc(agg, ds, "class_var", fits, colors), f"variance_vs_ipc_{s}",
              f"{ds}: class variance (mean over models of the per-model population variance) vs IPC.")
+        budgets = agg[(agg["dataset"] == ds) & ~agg["is_baseline"]]
+        # parameterised sets: besides the IPC (the stored images), plot against each budget that
+        # differs from it: the decoded images trained on, the stored numbers (decoder weights counted)
+        for x in ("storage_ipc", "decoded_ipc"):
+            if x in budgets and len(budgets) and not np.allclose(budgets[x].astype(float), budgets["ipc"].astype(float)):
+                for metric, word in (("mean_acc", "accuracy"), ("class_var", "variance")):
+                    keep(fig_metric_vs_ipc(agg, ds, metric, None, colors, x=x), f"{word}_vs_{x}_{s}",
+                         f"{ds}: {'mean accuracy' if metric == 'mean_acc' else 'class variance'} vs {X_AXES[x]}: "
+                         "parameterised sets (IDC, IDM) train on more images than they store.")
         keep(fig_twin_axis(agg, ds), f"accuracy_variance_twin_{s}",
              f"{ds}: accuracy (left, blue X) and class variance (right, red O) vs IPC; dashed: full-data baseline.")
         keep(fig_pareto(pareto.points, agg, ds, fits, colors), f"pareto_{s}",

@@ -45,6 +45,7 @@ def final_metrics(record: dict[str, Any]) -> dict[str, Any]:
         "class_names": list(s.class_names),
         "soft_labels": s.soft_labels,
         "storage_ipc": s.storage_ipc,
+        "synthetic_images": s.synthetic_images,
     }
 
 
