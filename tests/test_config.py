@@ -1,5 +1,7 @@
 """Sweep config validation: every bad input fails before Ray starts, naming the field."""
 
+import pathlib
+
 import pytest
 import yaml
 
@@ -364,3 +366,14 @@ def test_trial_ipc_all_is_the_full_data_cell():
     with pytest.raises(SystemExit) as exit_info:
         parse(["trial", "--ipc", "many"])
     assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("path", sorted((pathlib.Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path, tmp_path):
+    """A config in configs/ that no longer validates (a renamed option, a removed method) fails here,
+    not in a user's first run. Tuning configs are the ones with ``objectives``."""
+    from distillery.orchestrator.tune_config import load_tune_config
+
+    raw = yaml.safe_load(path.read_text())
+    loader = load_tune_config if "objectives" in raw else load_config
+    loader(path, base_dir=tmp_path)

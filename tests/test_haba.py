@@ -1,0 +1,66 @@
+"""HaBa on tiny data: the hallucinator decoder, the stored budget, seeding and resume, options."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distillery.methods.distill import get_method
+from distillery.methods.distill.decode import Decoder
+from distillery.methods.distill.mtt.haba import decode_all, hallucinate, init_hallucinators
+from distillery.methods.errors import UserError
+
+CPU = torch.device("cpu")
+TINY = dict(
+    width=4, depth=2, num_experts=2, expert_train_epochs=3, expert_batch=32, syn_steps=3, expert_epochs=1,
+    max_start_epoch=2, iterations=4, lr_img=10.0, lr_lr=1e-5, lr_teacher=0.01, scale_lr_teacher=False,
+    n_halluc=3, adv_width=4, lr_halluc=1.0,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def config(tmp_path, **changes):
+    return get_method("haba").make_config("tiny", 2, {**TINY, "buffer_dir": str(tmp_path / "experts"), **changes})
+
+
+def test_hallucinators_decode_every_pair_base_major():
+    bases = torch.randn(4, 1, 8, 8)
+    params = init_hallucinators(3, 1, (8, 8), 3, seed=0)
+    out = decode_all(bases, params, 3)
+    assert out.shape == (12, 1, 8, 8)
+    assert torch.allclose(out[1 * 3 + 2], hallucinate(bases[1:2], params, 2)[0])
+    assert torch.equal(params["h0.enc_w"], init_hallucinators(3, 1, (8, 8), 3, seed=0)["h0.enc_w"])
+    assert not torch.equal(params["h0.enc_w"], params["h1.enc_w"])
+
+
+def test_haba_distills_a_decoded_set_that_counts_its_hallucinators(tmp_path, tiny_data):
+    m = get_method("haba")
+    states = {}
+    a = m.distill(tiny_data, 2, config(tmp_path), seed=1, device=CPU,
+                  progress_callback=lambda p: states.__setitem__(p.iteration, p.state()) if p.phase == "distill" else None)
+    assert len(a) == tiny_data.num_classes * 2 * 3
+    assert a.labels.tolist() == torch.arange(tiny_data.num_classes).repeat_interleave(6).tolist()
+    assert torch.isfinite(a.images).all() and a.lr is not None
+    per_image = 1 * 8 * 8
+    halluc = sum(v.numel() for k, v in a.decoder.params.items() if k != "bases")
+    assert a.storage_ipc(tiny_data.num_classes) == pytest.approx(2 + halluc / (per_image * tiny_data.num_classes))
+    back = Decoder.from_state_dict(a.decoder.state_dict())
+    assert torch.allclose(back.decode(), a.images)
+    # seeded and resumable: a run resumed at iteration 2 ends where the uninterrupted one did
+    b = m.distill(tiny_data, 2, config(tmp_path), seed=1, device=CPU, resume_state=states[2])
+    assert torch.equal(a.images, b.images) and a.lr == b.lr
+    start = m.distill(tiny_data, 2, config(tmp_path, iterations=0), seed=1, device=CPU)
+    assert not torch.equal(start.images, a.images)
+
+
+@pytest.mark.parametrize(("option", "value"), [("n_halluc", 0), ("halluc_kernel", 99), ("lr_halluc", -1.0)])
+def test_haba_bad_options_name_the_option(tmp_path, tiny_data, option, value):
+    with pytest.raises(UserError, match=option):
+        get_method("haba").distill(tiny_data, 2, config(tmp_path, **{option: value}), seed=0, device=CPU)
