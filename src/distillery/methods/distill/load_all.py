@@ -2,7 +2,7 @@
 
 from importlib import import_module
 
-_MODULES = ("baselines", "dc", "dm", "datadam", "cafe", "idc", "idm", "mtt", "mtt.trajectory", "mtt.haba", "meta.bptt", "kernel.kip", "kernel.frepo", "kernel.rfad")
+_MODULES = ("baselines", "dc", "dm", "datadam", "cafe", "idc", "idm", "kfs", "mtt", "mtt.trajectory", "mtt.haba", "meta.bptt", "kernel.kip", "kernel.frepo", "kernel.rfad")
 
 for _name in _MODULES:
     try:

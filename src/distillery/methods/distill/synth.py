@@ -173,8 +173,9 @@ class SynthMethod(DistillMethod):
         spec = self.decoder_spec(config)
         return stored if spec is None else Decoder(spec[0], {"images": stored}, spec[1]).decode()
 
-    def finish(self, stored: Tensor, labels: Tensor, config: SynthConfig, meta: dict[str, Any]) -> SyntheticSet:
-        """The SyntheticSet of the final stored tensor: plain, or its decoded grid plus the decoder."""
+    def finish(self, stored: Tensor, labels: Tensor, config: SynthConfig, meta: dict[str, Any], ctx: dict[str, Any]) -> SyntheticSet:
+        """The SyntheticSet of the final stored tensor: plain, or its decoded grid plus the decoder
+        (``ctx`` is the run's context, for a method whose stored layout depends on the data)."""
         spec = self.decoder_spec(config)
         if spec is None:
             return SyntheticSet(stored, labels, meta=meta)
@@ -221,7 +222,7 @@ class SynthMethod(DistillMethod):
                 progress_callback(Progress(it + 1, total, loss, now, self._snapshot(images, optimizer, it + 1, now, ipc, seed)))
         labels = labels_for(train.num_classes, ipc).to(device)
         meta = {"method": self.name, "ipc": ipc, "seed": seed, "iterations": total}
-        return self.finish(images.detach().clone(), labels, config, meta)
+        return self.finish(images.detach().clone(), labels, config, meta, ctx)
 
     def _snapshot(self, images: Tensor, optimizer: torch.optim.Optimizer, iteration: int, elapsed: float, ipc: int, seed: int):
         def state() -> dict[str, Any]:
