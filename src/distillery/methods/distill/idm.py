@@ -37,6 +37,10 @@ from .matching import mean_distance
 from .synth import SynthConfig, SynthMethod, _positive_float, _positive_int, net_options
 
 
+#: datasets (name fragments) the published commands cover; others get the outside-table rule
+PUBLISHED = ("cifar10", "cifar100", "tiny", "imagenet")
+
+
 @dataclass(frozen=True)
 class IDMConfig(SynthConfig):
     iterations: int = 20000
@@ -142,10 +146,18 @@ class IDM(MultiFormationMixin, SynthMethod):
     def default_config(self, dataset: str, ipc: int) -> IDMConfig:
         """The published commands: IPC 1 matches 5000 real images per class and grows the queue
         every 5 iterations; the CE weight drops to 0.1 at IPC 50 (and on CIFAR-100 from IPC 10,
-        where the queue nets also train 50 steps)."""
+        where the queue nets also train 50 steps).
+
+        Rule for datasets outside the published ones (CIFAR-10/100, Tiny ImageNet, ImageNet
+        subsets): no CE term. Its weight is the queue net's training accuracy in percent, and on the
+        digit sets those nets pass 95 % within a few iterations, so the term weighs ~50 x CE: at
+        digits IPC 10 it pulled the set below random in 30 iterations (95.36 % vs 95.49 %) while
+        the same run without it reached 98.80 % (its init alone: 98.61 %; docs/methods.md)."""
         name = dataset.lower().replace("-", "").replace("_", "")
         cifar100 = "cifar100" in name
         ce = 0.1 if ipc >= 50 or (cifar100 and ipc >= 10) else 0.5
+        if not any(key in name for key in PUBLISHED):
+            ce = 0.0
         steps = 50 if cifar100 and ipc == 10 else 10
         if ipc == 1:
             return IDMConfig(batch_real=5000, queue_interval=5, ce_weight=ce, train_steps=steps)
