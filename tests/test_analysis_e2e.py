@@ -27,7 +27,7 @@ PATTERN = np.linspace(-1.5, 1.5, len(CLASSES))  # fixed easy-to-hard class order
 
 def planted_accs(method: str, arch: str, ipc: int, rng: np.random.Generator, n_models: int) -> np.ndarray:
     """[n_models, classes]: accuracy saturates with IPC, class spread (variance) grows with log IPC."""
-    top = {"dc": 0.55, "dm": 0.60, "mtt": 0.70, "full": 0.85}[method] - (0.05 if arch == "AlexNet" else 0.0)
+    top = {"dc": 0.55, "dm": 0.60, "mtt": 0.70, "idm": 0.65, "full": 0.85}[method] - (0.05 if arch == "AlexNet" else 0.0)
     mean = top - (0.0 if method == "full" else 0.4 * ipc**-0.5)
     spread = 0.03 if method == "full" else 0.04 + 0.025 * np.log(ipc)
     set_shift = rng.normal(0, 0.01)
@@ -90,7 +90,9 @@ def _trial(exp_id, parent_id, work, method, ipc, seed, archs, n_models, img, rng
             if k == 0:
                 metrics.update({key: metrics[f"{arch}/{key}"] for key in ("mean_acc", "class_var", "worst_class_acc")})
         metrics.update({"distill_seconds": 0.0 if full else 30.0 * ipc, "eval_seconds": 20.0,
-                        "synthetic_images": ipc * len(CLASSES),
+                        # idm stands for a parameterised set: 4 decoded images per stored one
+                        "synthetic_images": ipc * len(CLASSES) * (4 if method == "idm" else 1),
+                        **({} if full else {"storage_ipc": float(ipc)}),
                         "resources/cpu": 1, "resources/gpu": 0.5})
         mlflow.log_metrics(metrics)
         for step in range(3):
@@ -174,6 +176,24 @@ def test_run_analysis_writes_and_logs_everything(sweep, tmp_path):
     assert {"analysis/report.html", "analysis/aggregates.csv", "analysis/summary.txt"} <= top
     assert figs == {f"analysis/figures/{p.name}" for p in res.figures}
     assert "sweep.yaml" in {f.path for f in client.list_artifacts(parent)}
+
+
+def test_parameterised_sets_get_budget_figures_in_the_report(tmp_path):
+    """A sweep with a parameterised method (4 decoded images per stored one) gets accuracy and class
+    variance against the decoded images per class; the storage budget equals the IPC here, so no
+    storage figure is added; a sweep of plain sets gets neither."""
+    uri, _ = build_sweep(tmp_path, name="budget-sweep", methods=("dm", "idm"), ipcs=(1, 10), seeds=(0,),
+                         archs=("ConvNet",), n_models=2)
+    res = run_analysis("budget-sweep", uri, tmp_path / "report", n_boot=50, fit_boot=10)
+    stems = {p.stem for p in res.figures}
+    assert {"accuracy_vs_decoded_ipc_cifar10", "variance_vs_decoded_ipc_cifar10"} <= stems
+    assert not any("storage_ipc" in s for s in stems)
+    agg = pd.read_csv(res.csv_path).set_index(["method", "ipc"])
+    assert agg.loc[("idm", 10), "decoded_ipc"] == 40 and agg.loc[("dm", 10), "decoded_ipc"] == 10
+    plain = run_analysis("fair-sweep", build_sweep(tmp_path / "plain", methods=("dm",), ipcs=(1, 10), seeds=(0,),
+                                                   archs=("ConvNet",), n_models=2)[0], tmp_path / "plain-report",
+                         n_boot=50, fit_boot=10)
+    assert not any("decoded_ipc" in p.stem for p in plain.figures)
 
 
 def test_tune_results_directory(tmp_path):
