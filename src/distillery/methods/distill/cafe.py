@@ -40,7 +40,7 @@ from ..errors import UserError
 from .base import register_method
 from .dc import DC, DCConfig, loops_for
 from .dm import chunk_classes, auto_chunk
-from .matching import ReLURecorder, mean_distance
+from .matching import ReLURecorder
 from .synth import _positive_float, _positive_int, class_slice, has_batchnorm
 
 #: fractions of ``iterations`` at which the image learning rate halves (the reference's 1200/1600/1800 of 2000)
