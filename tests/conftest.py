@@ -54,3 +54,17 @@ def _ray_auth_env_restored():
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny ops are dominated by OpenMP synchronisation: one thread is faster (and steadier) for
+    the method tests on tiny data (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class Stop(Exception):
+    """Raised from a progress callback to interrupt a run after a snapshot (resume tests)."""

@@ -8,27 +8,19 @@ import torch
 from distillery.methods.distill import get_method
 from distillery.methods.distill.cafe import Watcher
 from distillery.methods.errors import UserError
+from tests.conftest import Stop
 
 CPU = torch.device("cpu")
 TINY = {"net_width": 8, "net_depth": 2, "batch_real": 16, "probe_per_class": 8}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(data, ipc=2, seed=0, callback=None, resume=None, **overrides):
     method = get_method("cafe")
     config = method.make_config("tiny", ipc, {**TINY, **overrides})
     return method.distill(data, ipc, config, seed, CPU, callback, resume)
-
-
-class Stop(Exception):
-    pass
 
 
 def test_watcher_reports_the_range_of_a_full_window():

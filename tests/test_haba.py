@@ -18,12 +18,7 @@ TINY = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(tmp_path, **changes):
@@ -35,7 +30,7 @@ def test_hallucinators_decode_every_pair_base_major():
     params = init_hallucinators(3, 1, (8, 8), 3, seed=0)
     out = decode_all(bases, params, 3)
     assert out.shape == (12, 1, 8, 8)
-    assert torch.allclose(out[1 * 3 + 2], hallucinate(bases[1:2], params, 2)[0])
+    assert torch.allclose(out[1 * 3 + 2], hallucinate(bases[1:2], params, 2)[0], atol=1e-5)  # batch-size-dependent conv kernels
     assert torch.equal(params["h0.enc_w"], init_hallucinators(3, 1, (8, 8), 3, seed=0)["h0.enc_w"])
     assert not torch.equal(params["h0.enc_w"], params["h1.enc_w"])
 

@@ -8,27 +8,19 @@ import torch
 from distillery.methods.distill import get_method
 from distillery.methods.distill.idc import cutmix, matched_grad_distance
 from distillery.methods.errors import UserError
+from tests.conftest import Stop
 
 CPU = torch.device("cpu")
 TINY = {"net_width": 8, "net_depth": 2, "batch_real": 16, "inner_loop": 2, "n_data": 32, "batch_train": 16}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(data, ipc=1, seed=0, callback=None, resume=None, **overrides):
     method = get_method("idc")
     config = method.make_config("tiny", ipc, {**TINY, **overrides})
     return method.distill(data, ipc, config, seed, CPU, callback, resume)
-
-
-class Stop(Exception):
-    pass
 
 
 def test_distance_skips_bias_and_fc_and_sums_by_metric():

@@ -10,27 +10,19 @@ from distillery.methods.distill import get_method
 from distillery.methods.distill.decode import multiformation
 from distillery.methods.distill.formation import mixed_init, tile
 from distillery.methods.errors import UserError
+from tests.conftest import Stop
 
 CPU = torch.device("cpu")
 TINY = {"net_width": 8, "net_depth": 2, "batch_real": 16, "train_batch": 16, "train_steps": 2, "queue_interval": 2, "queue_size": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(data, ipc=1, seed=0, callback=None, resume=None, **overrides):
     method = get_method("idm")
     config = method.make_config("tiny", ipc, {**TINY, **overrides})
     return method.distill(data, ipc, config, seed, CPU, callback, resume)
-
-
-class Stop(Exception):
-    pass
 
 
 def test_tile_inverts_the_multiformation_tiling():
