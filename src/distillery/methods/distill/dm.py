@@ -11,7 +11,7 @@ at IPC >= 100), batch_real 256, init real.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -48,13 +48,20 @@ def auto_chunk(config: Any, num_classes: int, batchnorm: bool, budget: int = 409
     return max(1, min(num_classes, budget // max(1, config.batch_real)))
 
 
-def augmented_class_batches(method: SynthMethod, it: int, classes: range, images: Tensor, ctx: dict[str, Any]) -> tuple[list[Tensor], list[Tensor]]:
-    """Real and synthetic batches of each class, augmented siamese-wise (one draw per class)."""
+def augmented_class_batches(
+    method: SynthMethod, it: int, classes: range, images: Tensor, ctx: dict[str, Any],
+    class_images: Callable[[int], Tensor] | None = None,
+) -> tuple[list[Tensor], list[Tensor]]:
+    """Real and synthetic batches of each class, augmented siamese-wise (one draw per class).
+
+    ``class_images(c)`` gives class c's synthetic images (differentiable in ``images``) for a
+    method that stores something other than the images themselves (KFS decodes them); by default
+    they are the class's slice of ``images``."""
     config, seed, ipc = ctx["config"], ctx["seed"], ctx["ipc"]
     reals, syns = [], []
     for c in classes:
         real = ctx["sampler"](c, config.batch_real, method.g(seed, "real", it, c))
-        syn = images[class_slice(c, ipc)]
+        syn = class_images(c) if class_images is not None else images[class_slice(c, ipc)]
         if ctx["aug"] is not None:
             real, syn = ctx["aug"].siamese(real, syn, generator=method.g(seed, "dsa", it, c))
         reals.append(real)
@@ -76,19 +83,31 @@ class DM(SynthMethod):
             raise UserError(f"option 'class_chunk' must be an integer >= 0 (0 = auto), got {config.class_chunk!r}")
 
     def iteration(self, it: int, images: Tensor, optimizer: torch.optim.Optimizer, ctx: dict[str, Any]) -> float:
-        train, config, seed, device = ctx["train"], ctx["config"], ctx["seed"], ctx["device"]
-        net = self.fresh_net(train, config, seed, it, device)
-        net.requires_grad_(False)
-        chunk = auto_chunk(config, ctx["num_classes"], has_batchnorm(net))
         optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for classes in chunk_classes(ctx["num_classes"], chunk):
-            reals, syns = augmented_class_batches(self, it, classes, images, ctx)
-            with torch.no_grad():
-                emb_real = net.embed(torch.cat(reals)).split([len(r) for r in reals])
-            emb_syn = net.embed(torch.cat(syns)).split([len(s) for s in syns])
-            loss = sum(mean_distance(r, s) for r, s in zip(emb_real, emb_syn))
-            torch.autograd.backward(loss, inputs=[images])
-            total += float(loss.detach())
+        loss = backward_mean_embedding_loss(self, it, images, ctx)
         optimizer.step()
-        return total / ctx["num_classes"]
+        return loss
+
+
+def backward_mean_embedding_loss(
+    method: SynthMethod, it: int, images: Tensor, ctx: dict[str, Any], class_images: Callable[[int], Tensor] | None = None,
+) -> float:
+    """DM's objective for iteration ``it``, backpropagated into ``images.grad``: a fresh frozen
+    network (seeded by (seed, it)), then per class the squared distance between the mean
+    embeddings of a real batch and the class's synthetic images, chunked over classes (the sum is
+    the same). Returns the loss per class. Shared with methods that change only what the
+    synthetic images are (``class_images``, see ``augmented_class_batches``)."""
+    train, config, seed, device = ctx["train"], ctx["config"], ctx["seed"], ctx["device"]
+    net = method.fresh_net(train, config, seed, it, device)
+    net.requires_grad_(False)
+    chunk = auto_chunk(config, ctx["num_classes"], has_batchnorm(net))
+    total = 0.0
+    for classes in chunk_classes(ctx["num_classes"], chunk):
+        reals, syns = augmented_class_batches(method, it, classes, images, ctx, class_images)
+        with torch.no_grad():
+            emb_real = net.embed(torch.cat(reals)).split([len(r) for r in reals])
+        emb_syn = net.embed(torch.cat(syns)).split([len(s) for s in syns])
+        loss = sum(mean_distance(r, s) for r, s in zip(emb_real, emb_syn))
+        torch.autograd.backward(loss, inputs=[images])
+        total += float(loss.detach())
+    return total / ctx["num_classes"]

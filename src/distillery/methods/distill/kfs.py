@@ -33,11 +33,10 @@ from ..errors import UserError
 from ..utils.seeding import generator
 from .base import SyntheticSet, register_method
 from .decode import Decoder, register_decoder
-from .dm import DMConfig, chunk_classes, auto_chunk
+from .dm import DMConfig, backward_mean_embedding_loss
 from .formation import mixed_init
 from .init import check_ipc
-from .matching import mean_distance
-from .synth import SynthMethod, _positive_float, _positive_int, has_batchnorm
+from .synth import SynthMethod, _positive_float, _positive_int
 
 CODES_PER_IMAGE = 4  # a [C, H/2, W/2] code is a quarter of an image
 
@@ -122,34 +121,19 @@ class KFS(SynthMethod):
         return {"layout": lay, "decoder_scale": config.lr_decoder / config.lr_img}
 
     def iteration(self, it: int, images: Tensor, optimizer: torch.optim.Optimizer, ctx: dict[str, Any]) -> float:
-        train, config, seed, device, ipc = ctx["train"], ctx["config"], ctx["seed"], ctx["device"], ctx["ipc"]
         lay = ctx["layout"]
-        per_class = ipc * CODES_PER_IMAGE
-        net = self.fresh_net(train, config, seed, it, device)
-        net.requires_grad_(False)
-        chunk = auto_chunk(config, ctx["num_classes"], has_batchnorm(net))
-        optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for classes in chunk_classes(ctx["num_classes"], chunk):
+        per_class = ctx["ipc"] * CODES_PER_IMAGE
+
+        def class_images(c: int) -> Tensor:  # class c's codes through every decoder
             parts = unpack(images, lay)
-            reals, syns = [], []
-            for c in classes:
-                real = ctx["sampler"](c, config.batch_real, self.g(seed, "real", it, c))
-                syn = decode_codes(parts["codes"][c * per_class:(c + 1) * per_class], parts, lay["n_decoders"], lay["size"])
-                if ctx["aug"] is not None:
-                    real, syn = ctx["aug"].siamese(real, syn, generator=self.g(seed, "dsa", it, c))
-                reals.append(real)
-                syns.append(syn)
-            with torch.no_grad():
-                emb_real = net.embed(torch.cat(reals)).split([len(r) for r in reals])
-            emb_syn = net.embed(torch.cat(syns)).split([len(s) for s in syns])
-            loss = sum(mean_distance(r, s) for r, s in zip(emb_real, emb_syn))
-            torch.autograd.backward(loss, inputs=[images])
-            total += float(loss.detach())
+            return decode_codes(parts["codes"][c * per_class:(c + 1) * per_class], parts, lay["n_decoders"], lay["size"])
+
+        optimizer.zero_grad(set_to_none=True)
+        loss = backward_mean_embedding_loss(self, it, images, ctx, class_images)
         with torch.no_grad():
             images.grad[lay["code_numel"]:] *= ctx["decoder_scale"]
         optimizer.step()
-        return total / ctx["num_classes"]
+        return loss
 
     def finish(self, stored: Tensor, labels: Tensor, config: KFSConfig, meta: dict[str, Any], ctx: dict[str, Any]) -> SyntheticSet:
         lay = ctx["layout"]

@@ -32,7 +32,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...aug import DiffAug
 from ...data.base import ImageData
 from ...errors import UserError
 from ...nets import build_network
@@ -41,9 +40,8 @@ from ..base import Progress, ProgressCallback, SyntheticSet, Timer, register_met
 from ..decode import Decoder, register_decoder, repeat_labels
 from ..init import check_ipc, initial_images, labels_for
 from ..synth import _clone_cpu
-from .buffer import build_expert_net, param_layout
-from .matching import FlatNet, matching_grads, plan_steps
-from .method import MTT, MTTConfig, effective_lr_teacher, resolve_auto, table_row
+from .matching import matching_grads, plan_steps
+from .method import MTT, MTTConfig, resolve_auto, step_lr, table_row
 
 
 @dataclass(frozen=True)
@@ -126,23 +124,8 @@ class HaBa(MTT):
         config = resolve_auto(config)
         self.validate_haba(config, train)
         device = torch.device(device)
-        if config.zca and "zca" not in train.transform:
-            raise UserError(f"{self.name}: zca=true but the data is not ZCA-whitened; the trial runner prepares it")
-        buffer = self.buffer_for(train, config)
-        build_timer = Timer()
-
-        def on_build(done: int, total: int) -> None:
-            if progress_callback is not None:
-                progress_callback(Progress(done, total, None, build_timer(), dict, phase="experts"))
-
-        self.ensure_experts(buffer, config, train, device, on_build)
-        module = build_expert_net(buffer.spec, train, seed=0).to(device)
-        buffer.check_manifest(train, param_layout(module))
-        module.train()
-        net = FlatNet(module)
-        aug = DiffAug(buffer.spec.dsa_strategy) if buffer.spec.dsa_strategy != "none" else None
-        lr_teacher = effective_lr_teacher(config, len(train.train_x))
-        lr_floor = min(config.min_syn_lr, lr_teacher)
+        setup = self.matching_setup(train, config, device, progress_callback)
+        buffer, net, aug, lr_teacher = setup.buffer, setup.net, setup.aug, setup.lr_teacher
         n_h = config.n_halluc
         labels = repeat_labels(labels_for(train.num_classes, ipc), n_h).to(device)
         adv = build_network("convnet", train.channels, train.image_size, train.num_classes,
@@ -185,10 +168,7 @@ class HaBa(MTT):
 
         it = start_it
         while it < config.iterations:
-            g = generator(seed, "mtt-expert-pick", it)
-            expert = int(torch.randint(config.num_experts, (1,), generator=g))
-            start_epoch = self.start_epoch(config, it, g)
-            start, target = (t.to(device) for t in buffer.load_epochs(expert, start_epoch, start_epoch + config.expert_epochs))
+            start, target = self.draw_segment(setup, config, seed, it, device)
             leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
             decoded = decode_all(leaves["bases"], leaves, n_h)
             steps = plan_steps(len(decoded), config.syn_steps, batch_syn, aug, generator(seed, "mtt-steps", it), device)
@@ -223,9 +203,7 @@ class HaBa(MTT):
                     grad = leaves[k].grad if leaves[k].grad is not None else torch.zeros_like(v)
                     moms[k].mul_(config.momentum).add_(grad)
                     v.sub_((config.lr_img if k == "bases" else config.lr_halluc) * scale * moms[k])
-                mom_lr.mul_(config.momentum).add_(grads.lr)
-                syn_lr.sub_(config.lr_lr * scale * mom_lr)
-                syn_lr.clamp_(min=lr_floor)
+                step_lr(syn_lr, mom_lr, grads.lr, config, scale, setup.lr_floor)
             if config.lambda_adv > 0 and pair:
                 self._train_adversary(adv, adv_opt, params, pair, n_bases, ipc, aug, seed, it, n_h)
             del start, target, steps, grads, leaves, decoded

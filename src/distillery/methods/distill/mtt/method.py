@@ -199,6 +199,25 @@ def resolve_auto(config: MTTConfig) -> MTTConfig:
     )
 
 
+@dataclass(frozen=True)
+class MatchingSetup:
+    """The fixed parts of a trajectory-matching run (``MTT.matching_setup``)."""
+
+    buffer: ExpertBuffer
+    net: FlatNet
+    aug: DiffAug | None
+    lr_teacher: float  # the learned step size's start
+    lr_floor: float  # ... and the value it never drops below
+
+
+def step_lr(syn_lr: torch.Tensor, mom_lr: torch.Tensor, grad: torch.Tensor, config: MTTConfig, scale: float, lr_floor: float) -> None:
+    """One SGD-with-momentum update of the learned step size, in place, never below ``lr_floor``
+    (a step size below the floor, or negative, is never useful)."""
+    mom_lr.mul_(config.momentum).add_(grad)
+    syn_lr.sub_(config.lr_lr * scale * mom_lr)
+    syn_lr.clamp_(min=lr_floor)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExpertJob(PrepJob):
     """Train (or finish) expert ``index`` of the buffer ``key`` under ``buffer_dir``."""
@@ -321,6 +340,41 @@ class MTT(DistillMethod):
         return 0.0, 0.0
 
     # -- distillation
+    def matching_setup(
+        self, train: ImageData, config: MTTConfig, device: torch.device, progress_callback: ProgressCallback | None,
+    ) -> MatchingSetup:
+        """What every trajectory-matching distill needs before its first iteration, shared so that
+        MTT, its descendants and HaBa build experts, the student and the step size the same way:
+        experts built if missing (progress in phase "experts"), the student with the experts'
+        layout, DSA, and the step size's start (``effective_lr_teacher``) and floor."""
+        if config.zca and "zca" not in train.transform:
+            raise UserError(f"{self.name}: zca=true but the data is not ZCA-whitened; prepare it with methods.aug.apply_transforms(data, ('zca',)) (the trial runner does)")
+        buffer = self.buffer_for(train, config)
+        build_timer = Timer()
+
+        def on_build(done: int, total: int) -> None:
+            if progress_callback is not None:
+                progress_callback(Progress(done, total, None, build_timer(), dict, phase="experts"))
+
+        self.ensure_experts(buffer, config, train, device, on_build)
+        module = build_expert_net(buffer.spec, train, seed=0).to(device)
+        buffer.check_manifest(train, param_layout(module))  # the student must have the experts' layout
+        module.train()
+        aug = DiffAug(buffer.spec.dsa_strategy) if buffer.spec.dsa_strategy != "none" else None
+        lr_teacher = effective_lr_teacher(config, len(train.train_x))
+        return MatchingSetup(buffer, FlatNet(module), aug, lr_teacher, min(config.min_syn_lr, lr_teacher))
+
+    def draw_segment(
+        self, setup: MatchingSetup, config: MTTConfig, seed: int, iteration: int, device: torch.device,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The iteration's (start, target) expert parameters: expert and start epoch drawn from
+        (seed, "mtt-expert-pick", iteration), so a resumed run draws the same segments."""
+        g = generator(seed, "mtt-expert-pick", iteration)
+        expert = int(torch.randint(config.num_experts, (1,), generator=g))
+        start_epoch = self.start_epoch(config, iteration, g)
+        start, target = setup.buffer.load_epochs(expert, start_epoch, start_epoch + config.expert_epochs)
+        return start.to(device), target.to(device)
+
     def distill(
         self,
         train: ImageData,
@@ -334,24 +388,8 @@ class MTT(DistillMethod):
         check_ipc(train, ipc)
         config = resolve_auto(config)
         device = torch.device(device)
-        if config.zca and "zca" not in train.transform:
-            raise UserError(f"{self.name}: zca=true but the data is not ZCA-whitened; prepare it with methods.aug.apply_transforms(data, ('zca',)) (the trial runner does)")
-
-        buffer = self.buffer_for(train, config)
-        build_timer = Timer()
-
-        def on_build(done: int, total: int) -> None:
-            if progress_callback is not None:
-                progress_callback(Progress(done, total, None, build_timer(), dict, phase="experts"))
-
-        self.ensure_experts(buffer, config, train, device, on_build)
-        module = build_expert_net(buffer.spec, train, seed=0).to(device)
-        buffer.check_manifest(train, param_layout(module))  # the student must have the experts' layout
-        module.train()
-        net = FlatNet(module)
-        aug = DiffAug(buffer.spec.dsa_strategy) if buffer.spec.dsa_strategy != "none" else None
-        lr_teacher = effective_lr_teacher(config, len(train.train_x))
-        lr_floor = min(config.min_syn_lr, lr_teacher)
+        setup = self.matching_setup(train, config, device, progress_callback)
+        buffer, net, aug, lr_teacher = setup.buffer, setup.net, setup.aug, setup.lr_teacher
         keep = self.keep_from(config, net.num_params)
         decay = self.ema_decay(config)
         threshold = self.loss_threshold(config)
@@ -393,10 +431,7 @@ class MTT(DistillMethod):
 
         it = start_it
         while it < config.iterations:
-            g = generator(seed, "mtt-expert-pick", it)
-            expert = int(torch.randint(config.num_experts, (1,), generator=g))
-            start_epoch = self.start_epoch(config, it, g)
-            start, target = (t.to(device) for t in buffer.load_epochs(expert, start_epoch, start_epoch + config.expert_epochs))
+            start, target = self.draw_segment(setup, config, seed, it, device)
             steps = plan_steps(len(images), config.syn_steps, batch_syn, aug, generator(seed, "mtt-steps", it), device)
             grads = matching_grads(config.memory_mode, net, start, target, images, labels, syn_lr, steps, aug, keep)
             loss_value = float(grads.loss)
@@ -433,9 +468,7 @@ class MTT(DistillMethod):
                             **({"labels": labels.detach().clone()} if soft else {}), **({"ema": ema.detach().clone()} if ema is not None else {})}
                     mom_img.mul_(config.momentum).add_(grads.images)
                     images.sub_(config.lr_img * scale * mom_img)
-                    mom_lr.mul_(config.momentum).add_(grads.lr)
-                    syn_lr.sub_(config.lr_lr * scale * mom_lr)
-                    syn_lr.clamp_(min=lr_floor)  # a step size below the floor (or negative) is never useful
+                    step_lr(syn_lr, mom_lr, grads.lr, config, scale, setup.lr_floor)
                     if soft:
                         mom_y.mul_(momentum_y).add_(grads.labels)
                         labels.sub_(lr_y * scale * mom_y)
