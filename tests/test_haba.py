@@ -30,7 +30,7 @@ def test_hallucinators_decode_every_pair_base_major():
     params = init_hallucinators(3, 1, (8, 8), 3, seed=0)
     out = decode_all(bases, params, 3)
     assert out.shape == (12, 1, 8, 8)
-    assert torch.allclose(out[1 * 3 + 2], hallucinate(bases[1:2], params, 2)[0], atol=1e-5)  # batch-size-dependent conv kernels
+    assert torch.allclose(out[1 * 3 + 2], hallucinate(bases, params, 2)[1], atol=1e-5)  # batch-size-dependent conv kernels
     assert torch.equal(params["h0.enc_w"], init_hallucinators(3, 1, (8, 8), 3, seed=0)["h0.enc_w"])
     assert not torch.equal(params["h0.enc_w"], params["h1.enc_w"])
 
@@ -55,7 +55,45 @@ def test_haba_distills_a_decoded_set_that_counts_its_hallucinators(tmp_path, tin
     assert not torch.equal(start.images, a.images)
 
 
-@pytest.mark.parametrize(("option", "value"), [("n_halluc", 0), ("halluc_kernel", 99), ("lr_halluc", -1.0)])
+def test_hallucinations_keep_the_bases_scale_whatever_the_hallucinators_weights():
+    """The decoder standardises each hallucinator's output to the bases' per-channel statistics:
+    hallucinator weights that grew 1000-fold (what diverged at digits IPC 10) decode to images of
+    the bases' scale, not 1000x (or 1e6x) it."""
+    g = torch.Generator().manual_seed(0)
+    bases = torch.randn(6, 3, 8, 8, generator=g) * torch.tensor([0.5, 1.0, 2.0]).view(1, 3, 1, 1) + 0.3
+    params = init_hallucinators(2, 3, (8, 8), 3, seed=0)
+    grown = {k: v * 1000 for k, v in params.items()}
+    for p in (params, grown):
+        out = decode_all(bases, p, 2)
+        for i in range(2):
+            h = out[i::2]  # hallucinator i's images (base-major rows)
+            assert torch.allclose(h.mean((0, 2, 3)), bases.mean((0, 2, 3)), atol=1e-4)
+            assert torch.allclose(h.std((0, 2, 3), unbiased=False), bases.std((0, 2, 3), unbiased=False), rtol=1e-3)
+    assert not torch.allclose(decode_all(bases, params, 2), bases.repeat_interleave(2, 0))  # still a transformation
+
+
+def test_haba_rows_are_the_references_not_mtts():
+    """HaBa's scripts use lr_img 100 at every IPC (MTT's IPC 10 and 50 rows: 1000); datasets outside
+    the table borrow CIFAR-10's row with MTT's outside-table rule (no ZCA, lr_teacher scaled)."""
+    m = get_method("haba")
+    for ipc in (1, 10, 50):
+        assert m.default_config("cifar10", ipc).lr_img == 100.0
+    assert get_method("mtt").default_config("cifar10", 10).lr_img == 1000.0
+    digits = m.default_config("digits", 10)
+    assert digits.lr_img == 100.0 and not digits.zca and digits.scale_lr_teacher and digits.halluc_init == "identity"
+    assert m.default_config("cifar10", 10).halluc_init == "random"
+    assert m.default_config("cifar10", 50).max_start_epoch == 20
+
+
+def test_identity_hallucinators_start_as_their_bases():
+    bases = torch.randn(5, 1, 8, 8)
+    out = decode_all(bases, init_hallucinators(3, 1, (8, 8), 3, seed=0, init="identity"), 3)
+    inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))  # a valid 3x3 conv loses the border
+    for i in range(3):
+        assert torch.nn.functional.cosine_similarity(out[i::3][inner].flatten(1), bases[inner].flatten(1)).min() > 0.9
+
+
+@pytest.mark.parametrize(("option", "value"), [("n_halluc", 0), ("halluc_kernel", 99), ("lr_halluc", -1.0), ("halluc_init", "zeros")])
 def test_haba_bad_options_name_the_option(tmp_path, tiny_data, option, value):
     with pytest.raises(UserError, match=option):
         get_method("haba").distill(tiny_data, 2, config(tmp_path, **{option: value}), seed=0, device=CPU)
