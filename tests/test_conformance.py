@@ -29,7 +29,7 @@ QUICK_ITERATIONS = 40
 #: rounds of matching and network training (~240 s): their partitioned inits alone give 4 shrunk real
 #: images per class, so 3 IDM iterations and one IDC iteration of 10 rounds (BUDGETS) suffice. CAFE
 #: (1.2 s), KFS (1.2 s) and HaBa (trajectory experts) are far above random within 10 (measured at 20,
-#: 40 and 10: 91.3, 94.6, 85.6 % vs 78.2 %).
+#: 40 and 10: 91.3, 94.6, 89.6 % vs 78.2 %).
 ITERATIONS = {"idm": 3, "idc": 1, "cafe": 10, "kfs": 10, "haba": 10, "mtt": 10, "ftd": 10, "datm": 10, "pad": 10, "dc": 20, "dsa": 20, "dd": 20, "rfad": 10}
 #: the trajectory family's experts are a budget too: 10 (the automatic minimum) GSAM experts are ~100
 #: of DATM's 150 s here; a 10-iteration check draws at most 10 segments, so 3 experts suffice

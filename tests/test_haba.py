@@ -80,8 +80,21 @@ def test_haba_rows_are_the_references_not_mtts():
         assert m.default_config("cifar10", ipc).lr_img == 100.0
     assert get_method("mtt").default_config("cifar10", 10).lr_img == 1000.0
     digits = m.default_config("digits", 10)
-    assert digits.lr_img == 100.0 and not digits.zca and digits.scale_lr_teacher and digits.halluc_init == "identity"
-    assert m.default_config("cifar10", 10).halluc_init == "random"
+    assert digits.lr_img == 100.0 and not digits.zca and digits.scale_lr_teacher
+    assert (digits.halluc_init, digits.halluc_grad) == ("identity", "mean")
+    assert (m.default_config("cifar10", 10).halluc_init, m.default_config("cifar10", 10).halluc_grad) == ("random", "sum")
+
+
+def test_mean_gradient_divides_the_hallucinator_step_by_the_bases(tmp_path, tiny_data):
+    """halluc_grad mean with lr_halluc L moves the hallucinators exactly as sum with L / bases does
+    (8 bases here: 4 classes x ipc 2), and the bases the same in both."""
+    m = get_method("haba")
+    a = m.distill(tiny_data, 2, config(tmp_path, iterations=2, halluc_grad="mean", lr_halluc=8.0), seed=0, device=CPU)
+    b = m.distill(tiny_data, 2, config(tmp_path, iterations=2, halluc_grad="sum", lr_halluc=1.0), seed=0, device=CPU)
+    c = m.distill(tiny_data, 2, config(tmp_path, iterations=2, halluc_grad="sum", lr_halluc=8.0), seed=0, device=CPU)
+    for k in a.decoder.params:
+        assert torch.allclose(a.decoder.params[k], b.decoder.params[k], atol=1e-6), k
+    assert not torch.allclose(a.decoder.params["h0.enc_w"], c.decoder.params["h0.enc_w"])
     assert m.default_config("cifar10", 50).max_start_epoch == 20
 
 
@@ -93,7 +106,7 @@ def test_identity_hallucinators_start_as_their_bases():
         assert torch.nn.functional.cosine_similarity(out[i::3][inner].flatten(1), bases[inner].flatten(1)).min() > 0.9
 
 
-@pytest.mark.parametrize(("option", "value"), [("n_halluc", 0), ("halluc_kernel", 99), ("lr_halluc", -1.0), ("halluc_init", "zeros")])
+@pytest.mark.parametrize(("option", "value"), [("n_halluc", 0), ("halluc_kernel", 99), ("lr_halluc", -1.0), ("halluc_init", "zeros"), ("halluc_grad", "max")])
 def test_haba_bad_options_name_the_option(tmp_path, tiny_data, option, value):
     with pytest.raises(UserError, match=option):
         get_method("haba").distill(tiny_data, 2, config(tmp_path, **{option: value}), seed=0, device=CPU)
