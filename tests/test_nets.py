@@ -53,4 +53,13 @@ def test_unknown_arch_and_option_are_user_errors():
     with pytest.raises(UnknownNameError, match="convnet"):
         build_network("vgg99", 3, 32, 10)
     with pytest.raises(UserError, match="alexnet"):
-        build_network("alexnet", 3, 32, 10, width=3)
+        build_network("alexnet", 3, 32, 10, depth=3)
+
+
+def test_alexnet_width_scales_every_layer_and_defaults_to_the_papers():
+    """The laptop study narrows AlexNet; width 128 must stay the papers' network."""
+    convs = [m for m in build_network("alexnet", 3, 32, 10, width=32).modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 48, 64, 48, 48]
+    assert count_parameters(build_network("alexnet", 3, 32, 10, width=128)) == 1_872_202
+    with pytest.raises(UserError, match="alexnet option width"):
+        build_network("alexnet", 3, 32, 10, width=33)

@@ -3,12 +3,17 @@
 5 convs (5x5/128, 5x5/192, 3x3/256, 3x3/192, 3x3/192) with ReLU and three 2x2 max-pools, one
 Linear head, no norm (``norm='batchnorm'`` gives AlexNetBN). 1-channel input uses padding 4 on the
 first conv, as in the references.
+
+``width`` (default 128, the papers') sets the first conv's channels; the others keep the papers'
+ratios (x1.5, x2, x1.5, x1.5). A laptop study narrows it as it narrows the ConvNet: at width 128
+a 2-core CPU trains 111 images/s, ~9x slower than a width-32 ConvNet (measured).
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
+from ..errors import UserError
 from .registry import NETWORKS, flat_features
 
 
@@ -21,8 +26,12 @@ def _pool(size: list[int]) -> nn.Module:
 
 
 class AlexNet(nn.Module):
-    def __init__(self, channels: int, image_size: tuple[int, int], num_classes: int, norm: str = "none") -> None:
+    def __init__(self, channels: int, image_size: tuple[int, int], num_classes: int, norm: str = "none",
+                 width: int = 128) -> None:
         super().__init__()
+        if isinstance(width, bool) or not isinstance(width, int) or width < 2 or width % 2:
+            raise UserError(f"alexnet option width must be an even integer >= 2, got {width!r}")
+        c1, c2, c3 = width, width * 3 // 2, width * 2
         pad0 = 4 if channels == 1 and tuple(image_size) == (28, 28) else 2
         size = [image_size[0] + 2 * pad0 - 4, image_size[1] + 2 * pad0 - 4]
 
@@ -33,11 +42,11 @@ class AlexNet(nn.Module):
             layers.append(nn.ReLU(inplace=False))
             return layers
 
-        layers = [*block(channels, 128, 5, pad0), _pool(size)]
-        layers += [*block(128, 192, 5, 2), _pool(size)]
-        layers += block(192, 256, 3, 1)
-        layers += block(256, 192, 3, 1)
-        layers += [*block(192, 192, 3, 1), _pool(size)]
+        layers = [*block(channels, c1, 5, pad0), _pool(size)]
+        layers += [*block(c1, c2, 5, 2), _pool(size)]
+        layers += block(c2, c3, 3, 1)
+        layers += block(c3, c2, 3, 1)
+        layers += [*block(c2, c2, 3, 1), _pool(size)]
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(flat_features(self.features, channels, image_size), num_classes)
 
