@@ -6,7 +6,7 @@ first conv, as in the references.
 
 ``width`` (default 128, the papers') sets the first conv's channels; the others keep the papers'
 ratios (x1.5, x2, x1.5, x1.5). A laptop study narrows it as it narrows the ConvNet: at width 128
-a 2-core CPU trains 111 images/s, ~9x slower than a width-32 ConvNet (measured).
+a 2-core CPU trains 105-111 images/s, ~9x slower than a width-32 ConvNet (two measurements).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class AlexNet(nn.Module):
                  width: int = 128) -> None:
         super().__init__()
         if isinstance(width, bool) or not isinstance(width, int) or width < 2 or width % 2:
-            raise UserError(f"alexnet option width must be an even integer >= 2, got {width!r}")
+            raise UserError(f"alexnet option width must be an even integer >= 2 (e.g. 32 for a CPU study; 128 is the papers'), got {width!r}")
         c1, c2, c3 = width, width * 3 // 2, width * 2
         pad0 = 4 if channels == 1 and tuple(image_size) == (28, 28) else 2
         size = [image_size[0] + 2 * pad0 - 4, image_size[1] + 2 * pad0 - 4]
