@@ -242,6 +242,26 @@ def test_tracking_server(tmp_path, joined, monkeypatch):
         server.wait(timeout=30)
 
 
+def _wait_until_quiet(root: Path, quiet_s: float, timeout_s: float) -> None:
+    """Block until no file under ``root`` has changed for ``quiet_s`` seconds."""
+    def newest() -> float:
+        stamps = [0.0]
+        for f in root.rglob("*"):
+            try:
+                stamps.append(f.stat().st_mtime)
+            except FileNotFoundError:  # a temp file renamed away between listing and stat
+                pass
+        return max(stamps)
+
+    deadline = time.time() + timeout_s
+    while True:
+        before = newest()
+        time.sleep(quiet_s)
+        if newest() == before:
+            return
+        assert time.time() < deadline, f"{root} kept changing for {timeout_s:.0f} s after the driver was killed"
+
+
 def test_sigkill_driver_then_resume(tmp_path, ray_head):
     """Kill the driver mid-sweep and truncate one checkpoint: --resume keeps finished trials,
     continues partial ones from their checkpoint, restarts the one whose checkpoint is unreadable,
@@ -264,6 +284,10 @@ def test_sigkill_driver_then_resume(tmp_path, ray_head):
         time.sleep(0.2)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
+    # Ray kills a dead driver's workers only once it notices the death; until then they keep
+    # checkpointing (every 0.5 s here). Wait for the runs folder to go quiet so that the truncation
+    # below is not overwritten by an orphan's next checkpoint (seen on a loaded CI machine).
+    _wait_until_quiet(tmp_path / "distillery-runs", quiet_s=3.0, timeout_s=120.0)
     done_before = {h: store.read_result(h)["finished_at"] for h in store.done_hashes()}
     partial = partial_with_checkpoint()
     assert len(done_before) < 6 and len(partial) >= 2
