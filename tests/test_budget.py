@@ -8,6 +8,7 @@ import pytest
 
 from distillery.methods.budget import QUICK_ITERATIONS, apply_budget
 from distillery.methods.errors import UserError
+from distillery.methods.eval import EvalConfig
 from distillery.methods.trial import TrialSpec
 
 
@@ -60,3 +61,26 @@ def test_estimate_scales_with_the_trials_size():
     for est in (small, big):  # the measured per-iteration cost, scaled to the trial's iterations
         assert est.distill_seconds == pytest.approx(est.seconds_per_iteration * est.iterations)
     assert big.eval_seconds > small.eval_seconds  # 3996 more epochs at a measured cost > 0 (no timing threshold)
+
+
+def test_estimate_calibrates_one_model_on_a_slice_of_the_test_split(monkeypatch):
+    """Sequential models cost K times one and testing is linear in the split's size, so the
+    calibration trains one model and tests on at most CALIBRATION_TEST_IMAGES images (a CIFAR-10
+    calibration used to test every model on all 10k images), and scales both back up."""
+    from distillery.methods import estimate
+    from distillery.methods.trial import with_overrides
+
+    seen: list[tuple[int, int]] = []
+    real = estimate.evaluate_synset
+
+    def spy(synset, data, arch, n_models, *args, **kwargs):
+        seen.append((n_models, len(data.test_x)))
+        return real(synset, data, arch, n_models, *args, **kwargs)
+
+    monkeypatch.setattr(estimate, "evaluate_synset", spy)
+    monkeypatch.setattr(estimate, "CALIBRATION_TEST_IMAGES", 30)
+    spec = with_overrides(TrialSpec(dataset="digits", method="random", ipc=1, n_models=5, eval=EvalConfig(epochs=4, dsa=False)),
+                          {"net.convnet.width": "8", "data.subset_per_class": "5", "data.test_subset_per_class": "10"})
+    est = estimate.estimate_trial(spec, device="cpu")
+    assert seen == [(1, 30)]  # one model, 30 of the 100 test images
+    assert est.eval_seconds > 0

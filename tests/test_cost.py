@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 from distillery.orchestrator.config import validate_config
-from distillery.orchestrator.cost import _simulate, concurrent_slots, estimate_sweep, shape_key
+from distillery.orchestrator.cost import _simulate, concurrent_slots, describe, estimate_sweep, shape_key
 from distillery.orchestrator.grid import expand
 from tests.sweep_helpers import cli, tiny_sweep, write_config
 
@@ -24,15 +24,16 @@ def test_slots_follow_the_configs_resources(tmp_path):
     assert concurrent_slots(cfg, expand(cfg)) == 4  # four trials share the one GPU
 
 
-def test_estimate_calibrates_each_shape_once_and_skips_what_needs_preparation(tmp_path):
+def test_estimate_calibrates_each_shape_once_and_skips_what_needs_preparation(tmp_path, monkeypatch):
     raw = tiny_sweep("est", methods={"random": {}, "mtt": {"params": {"iterations": 2, "buffer_dir": str(tmp_path / "experts")}}},
                      ipcs=[1], seeds=[0, 1])
+    monkeypatch.setenv("DISTILLERY_CACHE", str(tmp_path / "cache"))
     cfg = validate_config(raw, base_dir=tmp_path)
     plans = expand(cfg)
     assert len({shape_key(p) for p in plans}) == 2  # seeds cost the same
     shapes = []
-    est = estimate_sweep(cfg, plans, on_shape=lambda plan, i, n: shapes.append((plan.spec.method, i, n)))
-    assert shapes == [("random", 1, 2), ("mtt", 2, 2)]
+    est = estimate_sweep(cfg, plans, on_shape=lambda plan, i, n, cached: shapes.append((plan.spec.method, i, n, cached)))
+    assert shapes == [("random", 1, 2, False), ("mtt", 2, 2, False)]
     randoms = [p.trial_hash for p in plans if p.spec.method == "random"]
     assert set(est.per_trial) == set(randoms) and est.per_trial[randoms[0]].total_seconds > 0
     assert all("preparation job" in why for why in est.missing.values()) and len(est.missing) == 2
@@ -41,9 +42,23 @@ def test_estimate_calibrates_each_shape_once_and_skips_what_needs_preparation(tm
 
 def test_dry_run_estimate_prints_per_trial_and_total_and_starts_nothing(tmp_path):
     path = write_config(tmp_path, tiny_sweep("dryest", num_cpus=2))
-    proc = cli(["sweep", str(path), "--dry-run", "--estimate"], cwd=tmp_path)
+    proc = cli(["sweep", str(path), "--dry-run", "--estimate"], cwd=tmp_path, env={"DISTILLERY_CACHE": str(tmp_path / "cache")})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "[estimate] calibrating trial shape 1/4" in proc.stderr
     assert "herding-ipc2-seed1" in proc.stdout and "total ~" in proc.stdout
     assert "8 trials, ~" in proc.stdout and "2 at a time -> ~" in proc.stdout
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "distillery-runs").exists()
+
+
+def test_a_second_estimate_reads_the_calibration_cache_and_recalibrate_measures_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILLERY_CACHE", str(tmp_path / "cache"))
+    cfg = validate_config(tiny_sweep("cached", methods={"random": {}}, ipcs=[1], seeds=[0, 1]), base_dir=tmp_path)
+    plans = expand(cfg)
+    first = estimate_sweep(cfg, plans)
+    assert first.cached_shapes == 0 and (tmp_path / "cache" / "calibration.json").exists()
+    second = estimate_sweep(cfg, plans)
+    assert second.cached_shapes == 1 and second.per_trial == first.per_trial  # the very same figures, not a new measurement
+    assert "1 from the calibration cache" in describe(second, plans)
+    (tmp_path / "cache" / "calibration.json").write_text("{half a file")  # an interrupted write elsewhere: measure again
+    assert estimate_sweep(cfg, plans).cached_shapes == 0
+    assert estimate_sweep(cfg, plans, recalibrate=True).cached_shapes == 0

@@ -4,8 +4,9 @@ Distillation and evaluation costs depend on the method, the IPC, the image size,
 the device in ways no table predicts well (a DC iteration at IPC 10 costs ~30x one at IPC 1 on a
 CPU), so the estimate measures instead of modelling: it runs the method for ``calibration_iterations``
 iterations (2: the second one's time is the per-iteration cost, free of first-call warm-up) and
-trains the resulting set's evaluation models for ``calibration_epochs`` epochs, then scales each
-to the real run. The calibration's results are thrown away; its draws come from the trial's own
+trains one of the resulting set's evaluation models per arch (all K when they are vectorised)
+for ``calibration_epochs`` epochs and tests it on a slice of the test split, then scales each
+part to the real run. The calibration's results are thrown away; its draws come from the trial's own
 seed, so it changes nothing the trial does. A method's preparation (MTT's expert build) runs inside
 the calibration when it is missing, with its own progress, and is then cached for the trial.
 """
@@ -101,19 +102,38 @@ def estimate_trial(
     return TrialEstimate(iterations, per_iteration, distill_seconds, eval_seconds, calibration, prep["seconds"])
 
 
+#: test images the calibration classifies; the test pass is linear in the split's size, so a
+#: slice times it well and a 10k-image split is not run per shape (on a CPU that took ~45 s a model)
+CALIBRATION_TEST_IMAGES = 1000
+
+
 def _eval_seconds(synset: Any, data: ImageData, arch: str, spec: TrialSpec, short: EvalConfig, real_epochs: int, dev: torch.device) -> float:
-    """One arch's evaluation time: the calibration's per-epoch time (after the first, past warm-up)
-    scaled to the real epoch count, plus its setup and test time as measured."""
+    """One arch's evaluation time, from one short run scaled to the real one.
+
+    Models trained one after another (the CPU default) cost K times one, so one model is
+    calibrated and its cost multiplied by K; vectorised models (one batched pass for all K) are
+    calibrated together. The per-epoch time is taken after the first epoch (past warm-up) and
+    scaled to the real epoch count; the test pass runs on a slice of the test split and is scaled
+    by the split's size; what remains of the measured time (model construction, warm-up) is added
+    as measured."""
+    vectorized = short.vectorize if short.vectorize is not None else dev.type != "cpu"
+    used = spec.n_models if vectorized else 1
+    per_model = spec.n_models / used
+    n_test = len(data.test_x)
+    m = max(1, min(n_test, CALIBRATION_TEST_IMAGES))
+    sliced = dataclasses.replace(data, test_x=data.test_x[:m], test_y=data.test_y[:m])
     stamps: list[tuple[EvalProgress, float]] = []
     t0 = time.perf_counter()
-    evaluate_synset(synset, data, arch, spec.n_models, short, seed=spec.seed, device=dev,
-                    net_options=dict(spec.arch_options.get(arch, {})),
-                    epoch_callback=lambda p: stamps.append((p, time.perf_counter())))
+    result = evaluate_synset(synset, sliced, arch, used, short, seed=spec.seed, device=dev,
+                             net_options=dict(spec.arch_options.get(arch, {})),
+                             epoch_callback=lambda p: stamps.append((p, time.perf_counter())))
     measured = time.perf_counter() - t0
+    test = result.test_seconds * (n_test / m) * per_model
     if len(stamps) < 2:
-        return measured * max(1, real_epochs) / max(1, short.epochs)
+        training = result.train_seconds * max(1, real_epochs) / max(1, short.epochs)
+        return max(0.0, measured - result.train_seconds - result.test_seconds) + training * per_model + test
     (p0, s0), (p1, s1) = stamps[0], stamps[-1]  # from the end of the first unit: past warm-up
     per_unit = (s1 - s0) / max(1, p1.done - p0.done)  # one model-epoch (or one epoch of all models together)
     units_real = p1.total // max(1, short.epochs) * real_epochs
-    training = per_unit * p1.total
-    return max(0.0, measured - training) + per_unit * units_real
+    overhead = max(0.0, measured - per_unit * p1.total - result.test_seconds)
+    return overhead + per_unit * units_real * per_model + test

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import json
 import os
+import platform
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
+from distillery.methods.data.cache import cache_root
 from distillery.methods.estimate import TrialEstimate, estimate_trial
 
 from .config import SweepConfig
@@ -31,6 +35,7 @@ class SweepEstimate:
     missing: dict[str, str]  # trial hash -> why it was not estimated
     slots: int  # trials that run at once
     wall_seconds: float  # estimated trials' wall time, run ``slots`` at a time
+    cached_shapes: int = 0  # trial shapes whose calibration came from the cache
 
     @property
     def trial_seconds(self) -> float:
@@ -68,32 +73,69 @@ def _missing_prep(plan: TrialPlan) -> str | None:
     return None
 
 
+def calibration_cache_path() -> Path:
+    return cache_root(None) / "calibration.json"
+
+
+def _machine(device: str) -> str:
+    """What a calibration is valid for: the same host, cores, torch and device."""
+    return f"{platform.node()}|{os.cpu_count()} cpus|torch {torch.__version__}|{device}"
+
+
+def _read_cache(path: Path) -> dict[str, dict]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):  # missing or half-written: calibrate again, never fail the estimate
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_cache(path: Path, entries: dict[str, dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(entries, indent=1, sort_keys=True))
+    os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+
+
 def estimate_sweep(config: SweepConfig, plans: Sequence[TrialPlan], skip: set[str] = frozenset(),
-                   device: str = "cpu", on_shape: Callable[[TrialPlan, int, int], None] | None = None) -> SweepEstimate:
-    """Calibrate each trial shape once; ``skip``: hashes already finished (they cost nothing)."""
+                   device: str = "cpu", on_shape: Callable[[TrialPlan, int, int, bool], None] | None = None,
+                   recalibrate: bool = False) -> SweepEstimate:
+    """Calibrate each trial shape once, or take it from the cache; ``skip``: hashes already
+    finished (they cost nothing). ``on_shape(plan, i, n, cached)`` reports each shape."""
     todo = [p for p in plans if p.trial_hash not in skip]
     shapes: dict[str, TrialPlan] = {}
     for p in todo:
         shapes.setdefault(shape_key(p), p)
+    cache_path = calibration_cache_path()
+    cache = _read_cache(cache_path)
+    machine = _machine(device)
     by_shape: dict[str, TrialEstimate | str] = {}
+    cached = 0
     threads = torch.get_num_threads()
     try:
         for i, (key, plan) in enumerate(shapes.items()):
+            entry = None if recalibrate else cache.get(f"{key}|{machine}")
             if on_shape is not None:
-                on_shape(plan, i + 1, len(shapes))
+                on_shape(plan, i + 1, len(shapes), entry is not None)
+            if entry is not None:
+                by_shape[key] = TrialEstimate(**entry)
+                cached += 1
+                continue
             reason = _missing_prep(plan)
             if reason is not None:
                 by_shape[key] = reason
                 continue
             torch.set_num_threads(max(1, int(plan.resources.cpu)))
-            by_shape[key] = estimate_trial(plan.spec, device=device)
+            by_shape[key] = estimate = estimate_trial(plan.spec, device=device)
+            cache = {**_read_cache(cache_path), f"{key}|{machine}": dataclasses.asdict(estimate)}
+            _write_cache(cache_path, cache)  # after each shape: an interrupted estimate keeps what it measured
     finally:
         torch.set_num_threads(threads)
     per_trial = {p.trial_hash: e for p in todo if isinstance(e := by_shape[shape_key(p)], TrialEstimate)}
     missing = {p.trial_hash: e for p in todo if isinstance(e := by_shape[shape_key(p)], str)}
     slots = concurrent_slots(config, todo)
     return SweepEstimate(per_trial, missing, slots, _simulate([per_trial[p.trial_hash].total_seconds for p in todo
-                                                                if p.trial_hash in per_trial], slots))
+                                                                if p.trial_hash in per_trial], slots), cached)
 
 
 def _simulate(durations: Sequence[float], slots: int) -> float:
@@ -110,7 +152,8 @@ def _simulate(durations: Sequence[float], slots: int) -> float:
 def describe(est: SweepEstimate, plans: Sequence[TrialPlan]) -> str:
     """Per trial shape and in total, for the dry-run output."""
     names = {p.trial_hash: p.name for p in plans}
-    lines = ["", "Estimated cost on this machine (calibrated: 2 iterations and 2 evaluation epochs per trial shape):"]
+    source = f"; {est.cached_shapes} from the calibration cache" if est.cached_shapes else ""
+    lines = ["", f"Estimated cost on this machine (calibrated: 2 iterations and 2 evaluation epochs per trial shape{source}):"]
     for h, e in est.per_trial.items():
         lines.append(f"  {names[h]:<28} distill ~{format_seconds(e.distill_seconds):>7}  evaluate ~{format_seconds(e.eval_seconds):>7}"
                      f"  total ~{format_seconds(e.total_seconds)}")

@@ -19,7 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="validate and print the trial table; start nothing")
     p.add_argument("--estimate", action="store_true",
                    help="before starting (or with --dry-run, instead), print each trial's and the sweep's estimated time on this "
-                        "machine, from a short calibration run per trial shape")
+                        "machine, from a short calibration run per trial shape (cached per machine)")
+    p.add_argument("--recalibrate", action="store_true", help="with --estimate: measure again instead of using cached calibrations")
     p.add_argument("--storage-path", help="where trial checkpoints/results live (shared storage on a multi-node cluster)")
     p.add_argument("--no-analyze", action="store_true", help="skip `distillery analyze` at the end")
     p.set_defaults(handler=main)
@@ -40,7 +41,7 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(trial_table(expand(config), TrialStore(config.storage_path, config.name)))
     if args.estimate:
-        _print_estimate(config)
+        _print_estimate(config, recalibrate=args.recalibrate)
     if args.dry_run:
         return 0
     outcome = run_sweep(config, resume=args.resume, address=args.address)
@@ -63,7 +64,7 @@ def main(args: argparse.Namespace) -> int:
     return 0 if outcome.ok else 1
 
 
-def _print_estimate(config) -> None:
+def _print_estimate(config, recalibrate: bool = False) -> None:
     from .cost import describe, estimate_sweep
     from .grid import expand
     from .store import TrialStore
@@ -71,10 +72,11 @@ def _print_estimate(config) -> None:
     plans = expand(config)
     done = TrialStore(config.storage_path, config.name).done_hashes()
 
-    def on_shape(plan, i: int, n: int) -> None:
-        print(f"[estimate] calibrating trial shape {i}/{n} ({plan.name})", file=sys.stderr, flush=True)
+    def on_shape(plan, i: int, n: int, cached: bool) -> None:
+        what = "cached calibration for" if cached else "calibrating"
+        print(f"[estimate] {what} trial shape {i}/{n} ({plan.name})", file=sys.stderr, flush=True)
 
-    est = estimate_sweep(config, plans, skip=done, on_shape=on_shape)
+    est = estimate_sweep(config, plans, skip=done, on_shape=on_shape, recalibrate=recalibrate)
     print(describe(est, plans), flush=True)
 
 
