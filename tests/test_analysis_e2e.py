@@ -157,6 +157,16 @@ def test_run_analysis_writes_and_logs_everything(sweep, tmp_path):
     # the planted sweep: variance grows with IPC for every series, and the claim is found to hold
     assert all(t.claim_holds for t in res.trend_results if t.metric == "class_var")
     assert res.fits["ok"].all()
+    # the per-class table: the planted easy-to-hard ordering, and cell means that agree with aggregates.csv
+    per_class = pd.read_csv(out / "per_class.csv")
+    assert len(per_class) == len(agg) * len(CLASSES)
+    assert (per_class.groupby(["method", "arch", "ipc"])["rank_in_cell"].min() == 1).all()
+    wide = per_class[~per_class["full_data"] & (per_class["ipc"] >= 5)]  # where the planted class gap beats the noise
+    worst = wide[wide["rank_in_cell"] == 1]
+    assert set(worst["class_name"]) == {"airplane"} and len(worst) == wide.groupby(["method", "arch", "ipc"]).ngroups
+    cell = per_class[(per_class["method"] == "mtt") & (per_class["arch"] == "ConvNet") & (per_class["ipc"] == 20)]
+    row = agg[(agg["method"] == "mtt") & (agg["arch"] == "ConvNet") & (agg["ipc"] == 20)].iloc[0]
+    assert cell["acc_mean"].mean() == pytest.approx(row["mean_acc"], abs=1e-9)
     stems = {p.stem for p in res.figures}
     for s in ("accuracy_vs_ipc_cifar10", "variance_vs_ipc_cifar10", "accuracy_variance_twin_cifar10",
               "pareto_cifar10", "class_heatmap_cifar10", "synthetic_cifar10_dc_ipc1", "synthetic_cifar10_mtt_ipc20"):
@@ -173,7 +183,7 @@ def test_run_analysis_writes_and_logs_everything(sweep, tmp_path):
     client = MlflowClient(tracking_uri=uri)
     top = {f.path for f in client.list_artifacts(parent, "analysis")}
     figs = {f.path for f in client.list_artifacts(parent, "analysis/figures")}
-    assert {"analysis/report.html", "analysis/aggregates.csv", "analysis/summary.txt"} <= top
+    assert {"analysis/report.html", "analysis/aggregates.csv", "analysis/summary.txt", "analysis/per_class.csv"} <= top
     assert figs == {f"analysis/figures/{p.name}" for p in res.figures}
     assert "sweep.yaml" in {f.path for f in client.list_artifacts(parent)}
 

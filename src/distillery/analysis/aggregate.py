@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ._boot import keyed_rng, percentile_ci, two_stage_means
-from .load import METRICS
+from .load import METRICS, to_long
 
 CELL_KEYS: tuple[str, ...] = ("dataset", "method", "arch", "ipc")
 CI_METRICS: tuple[str, ...] = ("mean_acc", "class_var", "worst_class_acc")
@@ -72,3 +72,17 @@ def baseline_for(agg: pd.DataFrame, dataset: str, arch: str) -> pd.Series | None
     """The full-data reference row of (dataset, arch), or None when the sweep has no baseline."""
     b = agg[agg["is_baseline"] & (agg["dataset"] == dataset) & (agg["arch"] == arch)]
     return b.iloc[0] if len(b) else None
+
+
+def class_table(models: pd.DataFrame, class_names: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """Per-class accuracy per cell: one row per (dataset, method, arch, IPC, class) with the mean
+    over the cell's models (sets x models), its sample std, the model count and the class's rank
+    (1 = the cell's worst class). The study's question is *which* classes pay for a larger IPC, so
+    the numbers behind the class x IPC heatmap are published as a table, not only as colours."""
+    long = to_long(models, class_names)
+    keys = ["dataset", "method", "arch", "ipc", "full_data", "class_index", "class_name"]
+    table = (long.groupby(keys, sort=True, dropna=False)["acc"]
+             .agg(acc_mean="mean", acc_std="std", n_models="count").reset_index())
+    table["rank_in_cell"] = (table.groupby(["dataset", "method", "arch", "ipc"], dropna=False)["acc_mean"]
+                             .rank(method="min").astype(int))
+    return table

@@ -4,6 +4,7 @@ Writes into ``out_dir``:
   report.html        everything, figures embedded as base64 PNG (one file to mail or archive)
   aggregates.csv     the per-cell table (analysis.aggregate), baseline rows included
   fits.csv, trends.csv, pareto.csv, problems.csv, summary.txt
+  per_class.csv      per-class accuracy per cell (mean, std, models, rank; analysis.aggregate.class_table)
   figures/*.png|svg  acc/variance vs IPC, twin-axis, Pareto, class x IPC heatmap, synthetic grids
 and (``log_to_mlflow``) logs them under ``analysis/`` of the sweep's parent run, so the analysis
 travels with the sweep it describes.
@@ -22,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .aggregate import aggregate
+from .aggregate import aggregate, class_table
 from .errors import AnalysisError
 from .figures import (X_AXES, fig_class_heatmap, fig_metric_vs_ipc, fig_pareto, fig_synthetic_grid, fig_twin_axis,
                       method_colors, save_figure, slug)
@@ -114,13 +115,14 @@ def run_analysis(
               ([pareto_c.points.assign(objectives="3d")] if pareto_c else []), ignore_index=True
               ).to_csv(out_dir / "pareto.csv", index=False)
     data.problems.to_csv(out_dir / "problems.csv", index=False)
+    class_table(data.models, data.class_names).to_csv(out_dir / "per_class.csv", index=False)
     summary = summary_text(data, agg, trend_results, pareto, pareto_c)
     (out_dir / "summary.txt").write_text(summary + "\n")
     html_path = out_dir / "report.html"
     html_path.write_text(_html(data, agg, fits, trend_results, pareto, pareto_c, figures, captions, summary, warnings,
                                seed, n_boot, fit_boot))
     files = [html_path, csv_path] + [out_dir / n for n in ("fits.csv", "trends.csv", "pareto.csv", "problems.csv",
-                                                          "summary.txt")] + figures
+                                                          "per_class.csv", "summary.txt")] + figures
     logged = None
     if log_to_mlflow:
         logged = _log_to_parent(data, experiment, parent_run_id, tracking_uri, out_dir, files, warnings)
