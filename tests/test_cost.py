@@ -47,6 +47,7 @@ def test_dry_run_estimate_prints_per_trial_and_total_and_starts_nothing(tmp_path
     assert "[estimate] calibrating trial shape 1/4" in proc.stderr
     assert "herding-ipc2-seed1" in proc.stdout and "total ~" in proc.stdout
     assert "8 trials, ~" in proc.stdout and "2 at a time -> ~" in proc.stdout
+    assert "Estimated cost on cpu (" in proc.stdout  # names what it was measured on
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "distillery-runs").exists()
 
 
@@ -62,3 +63,15 @@ def test_a_second_estimate_reads_the_calibration_cache_and_recalibrate_measures_
     (tmp_path / "cache" / "calibration.json").write_text("{half a file")  # an interrupted write elsewhere: measure again
     assert estimate_sweep(cfg, plans).cached_shapes == 0
     assert estimate_sweep(cfg, plans, recalibrate=True).cached_shapes == 0
+
+
+def test_a_gpu_trial_without_a_gpu_here_is_calibrated_on_the_cpu_it_would_fall_back_to(tmp_path, monkeypatch):
+    """The calibration runs where the trial will run (worker.trial_device); with no CUDA, 'auto' is the CPU."""
+    import torch
+
+    monkeypatch.setenv("DISTILLERY_CACHE", str(tmp_path / "cache"))
+    cfg = validate_config({**tiny_sweep("gpuest", methods={"random": {}}, ipcs=[1], seeds=[0]), "num_gpus": 1,
+                           "resources": {"cpu": 1, "gpu": 0.5}}, base_dir=tmp_path)
+    est = estimate_sweep(cfg, expand(cfg))
+    want = "cuda" if torch.cuda.is_available() else "cpu ("
+    assert len(est.devices) == 1 and est.devices[0].startswith(want)

@@ -5,8 +5,10 @@ once with ``methods.estimate.estimate_trial`` (2 timed iterations, 2 timed evalu
 the driver, with the thread count a trial gets (``resources.cpu``), so the figure is this machine's
 and the config's, not a table's. Trials then run ``slots`` at a time (the CPUs/GPUs Ray has divided
 by each trial's share), in plan order, each taking the next free slot: the wall-time estimate
-simulates exactly that. A method whose preparation is missing (MTT's expert buffer) is not
-calibrated, because calibrating would build it: the estimate says so instead of hiding the cost.
+simulates exactly that. Each shape is calibrated alone, so trials sharing a GPU (``gpu: 0.25``) are
+assumed not to slow one another: on a GPU the wall time is a lower bound. A method whose
+preparation is missing (MTT's expert buffer) is not calibrated, because calibrating would build it:
+the estimate says so instead of hiding the cost.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from distillery.methods.estimate import TrialEstimate, estimate_trial
 from .config import SweepConfig
 from .eta import format_seconds
 from .grid import TrialPlan, trial_hash
+from .worker import trial_device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +39,7 @@ class SweepEstimate:
     slots: int  # trials that run at once
     wall_seconds: float  # estimated trials' wall time, run ``slots`` at a time
     cached_shapes: int = 0  # trial shapes whose calibration came from the cache
+    devices: tuple[str, ...] = ()  # what the calibrations ran on, e.g. ('cpu (2 cores)',)
 
     @property
     def trial_seconds(self) -> float:
@@ -97,23 +101,37 @@ def _write_cache(path: Path, entries: dict[str, dict]) -> None:
     os.replace(tmp, path)  # readers see the old file or the new one, never half of one
 
 
+def device_label(device: torch.device) -> str:
+    """'cpu (2 cores)' or 'cuda:0 (NVIDIA H100 80GB HBM3)': what the figures were measured on."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({os.cpu_count()} cores)"
+
+
 def estimate_sweep(config: SweepConfig, plans: Sequence[TrialPlan], skip: set[str] = frozenset(),
-                   device: str = "cpu", on_shape: Callable[[TrialPlan, int, int, bool], None] | None = None,
+                   on_shape: Callable[[TrialPlan, int, int, bool], None] | None = None,
                    recalibrate: bool = False) -> SweepEstimate:
     """Calibrate each trial shape once, or take it from the cache; ``skip``: hashes already
-    finished (they cost nothing). ``on_shape(plan, i, n, cached)`` reports each shape."""
+    finished (they cost nothing). Each shape is measured on the device its trials will get
+    (``worker.trial_device``: a GPU trial on this machine's GPU when it has one, else the CPU),
+    so a GPU config dry-run on a GPU box gives that GPU's figures. ``on_shape(plan, i, n, cached)``
+    reports each shape."""
     todo = [p for p in plans if p.trial_hash not in skip]
     shapes: dict[str, TrialPlan] = {}
     for p in todo:
         shapes.setdefault(shape_key(p), p)
     cache_path = calibration_cache_path()
     cache = _read_cache(cache_path)
-    machine = _machine(device)
     by_shape: dict[str, TrialEstimate | str] = {}
+    devices: set[str] = set()
     cached = 0
     threads = torch.get_num_threads()
     try:
         for i, (key, plan) in enumerate(shapes.items()):
+            device = trial_device(plan.resources, config.device)
+            label = device_label(device)
+            devices.add(label)
+            machine = _machine(label)
             entry = None if recalibrate else cache.get(f"{key}|{machine}")
             if on_shape is not None:
                 on_shape(plan, i + 1, len(shapes), entry is not None)
@@ -135,7 +153,8 @@ def estimate_sweep(config: SweepConfig, plans: Sequence[TrialPlan], skip: set[st
     missing = {p.trial_hash: e for p in todo if isinstance(e := by_shape[shape_key(p)], str)}
     slots = concurrent_slots(config, todo)
     return SweepEstimate(per_trial, missing, slots, _simulate([per_trial[p.trial_hash].total_seconds for p in todo
-                                                                if p.trial_hash in per_trial], slots), cached)
+                                                                if p.trial_hash in per_trial], slots), cached,
+                         tuple(sorted(devices)))
 
 
 def _simulate(durations: Sequence[float], slots: int) -> float:
@@ -153,7 +172,8 @@ def describe(est: SweepEstimate, plans: Sequence[TrialPlan]) -> str:
     """Per trial shape and in total, for the dry-run output."""
     names = {p.trial_hash: p.name for p in plans}
     source = f"; {est.cached_shapes} from the calibration cache" if est.cached_shapes else ""
-    lines = ["", f"Estimated cost on this machine (calibrated: 2 iterations and 2 evaluation epochs per trial shape{source}):"]
+    on = ", ".join(est.devices) or "this machine"
+    lines = ["", f"Estimated cost on {on} (calibrated: 2 iterations and 2 evaluation epochs per trial shape{source}):"]
     for h, e in est.per_trial.items():
         lines.append(f"  {names[h]:<28} distill ~{format_seconds(e.distill_seconds):>7}  evaluate ~{format_seconds(e.eval_seconds):>7}"
                      f"  total ~{format_seconds(e.total_seconds)}")

@@ -18,10 +18,16 @@ from distillery.methods.utils.device import resolve_device
 from .config import Resources
 
 
+def trial_device(resources: Resources, device: str) -> torch.device:
+    """The device a trial granted ``resources`` runs on (``device``: the config's choice); the
+    estimate calibrates each trial shape on the same one."""
+    return resolve_device(device if resources.gpu > 0 or device == "cpu" else "cpu")
+
+
 def claim_resources(resources: Resources, device: str) -> torch.device:
     """Threads and device for a trial granted ``resources`` (``device``: the config's choice)."""
     torch.set_num_threads(max(1, int(resources.cpu)))
-    dev = resolve_device(device if resources.gpu > 0 or device == "cpu" else "cpu")
+    dev = trial_device(resources, device)
     if dev.type == "cuda" and resources.gpu_memory_fraction:
         torch.cuda.set_per_process_memory_fraction(resources.gpu_memory_fraction, dev)
     return dev
