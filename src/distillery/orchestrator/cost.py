@@ -86,6 +86,23 @@ def _machine(device: str) -> str:
     return f"{platform.node()}|{os.cpu_count()} cpus|torch {torch.__version__}|{device}"
 
 
+def calibration_key(config: SweepConfig, plan: TrialPlan) -> tuple[str, str]:
+    """(cache key, device label) of ``plan``'s calibration: its shape on the device it will run on."""
+    label = device_label(trial_device(plan.resources, config.device))
+    return f"{shape_key(plan)}|{_machine(label)}", label
+
+
+def cached_calibrations(config: SweepConfig, plans: Sequence[TrialPlan]) -> dict[str, TrialEstimate]:
+    """Trial hash -> its cached calibration, for the plans that have one (nothing is measured)."""
+    cache = _read_cache(calibration_cache_path())
+    out = {}
+    for p in plans:
+        entry = cache.get(calibration_key(config, p)[0])
+        if entry is not None:
+            out[p.trial_hash] = TrialEstimate(**entry)
+    return out
+
+
 def _read_cache(path: Path) -> dict[str, dict]:
     try:
         data = json.loads(path.read_text())
@@ -128,11 +145,9 @@ def estimate_sweep(config: SweepConfig, plans: Sequence[TrialPlan], skip: set[st
     threads = torch.get_num_threads()
     try:
         for i, (key, plan) in enumerate(shapes.items()):
-            device = trial_device(plan.resources, config.device)
-            label = device_label(device)
+            cache_key, label = calibration_key(config, plan)
             devices.add(label)
-            machine = _machine(label)
-            entry = None if recalibrate else cache.get(f"{key}|{machine}")
+            entry = None if recalibrate else cache.get(cache_key)
             if on_shape is not None:
                 on_shape(plan, i + 1, len(shapes), entry is not None)
             if entry is not None:
@@ -144,8 +159,8 @@ def estimate_sweep(config: SweepConfig, plans: Sequence[TrialPlan], skip: set[st
                 by_shape[key] = reason
                 continue
             torch.set_num_threads(max(1, int(plan.resources.cpu)))
-            by_shape[key] = estimate = estimate_trial(plan.spec, device=device)
-            cache = {**_read_cache(cache_path), f"{key}|{machine}": dataclasses.asdict(estimate)}
+            by_shape[key] = estimate = estimate_trial(plan.spec, device=trial_device(plan.resources, config.device))
+            cache = {**_read_cache(cache_path), cache_key: dataclasses.asdict(estimate)}
             _write_cache(cache_path, cache)  # after each shape: an interrupted estimate keeps what it measured
     finally:
         torch.set_num_threads(threads)
