@@ -310,6 +310,48 @@ def test_sigkill_driver_then_resume(tmp_path, ray_head):
     assert len(list(store.dir(partial[0]).glob("checkpoint.unreadable-*.pt"))) == 1
 
 
+def test_ctrl_c_stops_trials_gracefully_exits_130_and_resume_finishes_them(tmp_path, ray_head):
+    """Ctrl-C (SIGINT) on the driver, as a user would: running trials stop with their checkpoints
+    kept and are recorded as interrupted, not failed (no error.txt, runs KILLED, no 'SystemExit'
+    reason); the command exits 130 without analysing half a sweep; --resume then continues them
+    from their checkpoints into the same MLflow runs."""
+    raw = tiny_sweep("ctrlc", methods={"dm": {"params": {"iterations": 400, "net_width": 8}}}, ipcs=[1], seeds=[0, 1],
+                     max_concurrent_trials=2)
+    path = write_config(tmp_path, raw)
+    store = TrialStore(tmp_path / "distillery-runs", "ctrlc")
+    env = {"RAY_ADDRESS": ray_head}  # the module's head is up: a driver without an address would find it anyway
+    driver = subprocess.Popen([sys.executable, "-m", "distillery.orchestrator.cli", "sweep", str(path)], cwd=tmp_path,
+                              env={**os.environ, **env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not any((store.load_checkpoint(h) or {}).get("phase") == "distill" for h in store.started_hashes()):
+        assert driver.poll() is None, driver.communicate()[1][-3000:]
+        assert time.time() < deadline, "no trial checkpointed"
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGINT)
+    out, err = driver.communicate(timeout=180)
+    assert driver.returncode == 130, err[-3000:]
+    assert "interrupted:" in err and "--resume" in err and "FAILED" not in err
+    assert "SystemExit" not in out + err and "Failed to fetch metrics" not in out + err
+    assert not (tmp_path / "distillery-runs" / "ctrlc" / "analysis").exists()  # no report of half a sweep
+    stopped = store.started_hashes() - store.done_hashes()
+    assert stopped and all(store.read_error(h) is None for h in stopped)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("ctrlc")
+    parent = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("distillery.kind") == "sweep"]
+    assert len(parent) == 1 and parent[0].info.status == "KILLED"
+    runs = {r.data.tags["distillery.trial_hash"]: r for r in trial_runs(uri, "ctrlc")}
+    for h in stopped & set(runs):
+        assert runs[h].info.status == "KILLED" and "interrupted" in runs[h].data.tags["distillery.error"]
+
+    proc = cli(["sweep", str(path), "--resume"], cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = trial_runs(uri, "ctrlc")
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert all(store.is_done(h) for h in stopped)
+    assert any(store.read_result(h)["resumed_from_iteration"] > 0 for h in stopped)
+
+
 def test_driver_failure_ends_the_parent_run_failed_with_the_reason(tmp_path, joined):
     """A driver that raises after the parent run started (here: MTT's expert preparation cannot
     write its buffer) leaves the parent FAILED with the reason, not RUNNING forever."""

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Iterator, TextIO
 
 from distillery.methods.data import load_dataset
 from distillery.methods.distill.init import check_ipc
@@ -27,10 +32,11 @@ class SweepOutcome:
     failed: dict[str, str] = field(default_factory=dict)  # hash -> reason
     skipped: int = 0  # finished before this invocation
     parent_run_id: str | None = None
+    interrupted: bool = False  # Ctrl-C: running trials were stopped (their checkpoints kept) for a --resume
 
     @property
     def ok(self) -> bool:
-        return not self.failed and len(self.finished) == len(self.plans)
+        return not self.failed and not self.interrupted and len(self.finished) == len(self.plans)
 
 
 def sweep_hash(plans: list[TrialPlan]) -> str:
@@ -114,11 +120,70 @@ def _run_trials(config: SweepConfig, plans: list[TrialPlan], resume: bool, addre
         if h not in outcome.finished and store.is_done(h):
             outcome.finished[h] = _reconcile_finished(tracker, store, p)
         if h not in outcome.finished:
-            reason = outcome.failed.get(h) or _first_line(store.read_error(h)) or "did not finish (interrupted)"
+            error = outcome.failed.get(h) or _first_line(store.read_error(h))
+            if error is None and outcome.interrupted:  # stopped by Ctrl-C, not failed: --resume continues it
+                if h in tracker.runs and tracker.runs[h][1] not in ("FAILED", "KILLED"):
+                    tracker.fail(h, INTERRUPTED, status="KILLED")
+                continue
+            reason = error or "did not finish (interrupted)"
             outcome.failed[h] = reason
             if h in tracker.runs and tracker.runs[h][1] != "FAILED":
                 tracker.fail(h, store.read_error(h) or reason)
-    tracker.end_parent(outcome.ok, {"trials_finished": len(outcome.finished), "trials_failed": len(outcome.failed)})
+    tracker.end_parent(outcome.ok, {"trials_finished": len(outcome.finished), "trials_failed": len(outcome.failed)},
+                       interrupted=outcome.interrupted)
+
+
+INTERRUPTED = "interrupted (Ctrl-C); run the same command with --resume to continue from its checkpoint"
+
+
+class _CtrlC:
+    """Turns the first Ctrl-C into a graceful stop of the Tune run, and remembers it.
+
+    Tune's own SIGINT handler also stops gracefully, but the driver cannot tell afterwards that
+    the run was interrupted (``fit`` returns as if it had finished), so stopped trials looked like
+    failures and the analysis ran on half a sweep. Here Tune's handler is switched off for the
+    run, the first Ctrl-C sets a flag that a ``Stopper`` hands to Tune (which stops every trial;
+    each keeps its last checkpoint), and a second Ctrl-C raises KeyboardInterrupt as usual."""
+
+    def __init__(self) -> None:
+        from ray import tune
+
+        flag = self
+
+        class _Stop(tune.Stopper):
+            def __call__(self, trial_id: str, result: dict) -> bool:
+                return False
+
+            def stop_all(self) -> bool:
+                return flag.interrupted
+
+        self.interrupted = False
+        self.stopper = _Stop()
+
+    @contextlib.contextmanager
+    def catching(self, out: TextIO) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield
+            return
+        previous = signal.getsignal(signal.SIGINT)
+
+        def on_sigint(sig: int, frame: Any) -> None:
+            self.interrupted = True
+            signal.signal(signal.SIGINT, previous)  # a second Ctrl-C aborts at once
+            print("\ninterrupted: stopping the running trials (their checkpoints are kept); Ctrl-C again to abort now",
+                  file=out, flush=True)
+
+        saved_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            if saved_env is None:
+                os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+            else:
+                os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = saved_env
 
 
 def _first_line(text: str | None) -> str | None:
@@ -149,6 +214,7 @@ def _run_tune(config: SweepConfig, todo: list[TrialPlan], plans: list[TrialPlan]
         return PlacementGroupFactory([{"CPU": r.cpu, "GPU": r.gpu}])
 
     trainable = tune.with_resources(tune.with_parameters(sweep_trial, context=context), resources=resources)
+    ctrl_c = _CtrlC()
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     callbacks = [
@@ -173,9 +239,15 @@ def _run_tune(config: SweepConfig, todo: list[TrialPlan], plans: list[TrialPlan]
             failure_config=FailureConfig(max_failures=config.max_failures),
             verbose=0,
             callbacks=callbacks,
+            stop=ctrl_c.stopper,
         ),
     )
-    tuner.fit()
+    # Tune lists every trial that never reported ("Failed to fetch metrics ...") when its run ends
+    # early; the trial store, not Tune's analysis, says what finished, so that list is only noise
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    with ctrl_c.catching(out):
+        tuner.fit()
+    outcome.interrupted = ctrl_c.interrupted
 
 
 def run_params(plan: TrialPlan) -> dict[str, str]:

@@ -55,6 +55,12 @@ def main(args: argparse.Namespace) -> int:
         for h, reason in outcome.failed.items():
             print(f"  {names[h]} ({h}): {reason}", file=sys.stderr)
         print("Fix the cause and run the same command with --resume: finished trials are kept.", file=sys.stderr)
+    if outcome.interrupted:
+        left = len(outcome.plans) - len(outcome.finished) - len(outcome.failed)
+        print(f"\ninterrupted: {len(outcome.finished)} of {len(outcome.plans)} trials finished, {left} stopped or not started "
+              "(their checkpoints are kept). Continue with the same command plus --resume; the analysis runs when "
+              "the sweep completes.", file=sys.stderr)
+        return 130
     if config.analyze and outcome.finished:
         _analyze(config, outcome)
     if config.tracking_uri.startswith("sqlite"):

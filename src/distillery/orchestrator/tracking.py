@@ -135,12 +135,13 @@ class SweepTracker:
         self.client.set_terminated(run_id, "FINISHED")
         self.runs[trial_hash] = (run_id, "FINISHED")
 
-    def fail(self, trial_hash: str, reason: str) -> None:
+    def fail(self, trial_hash: str, reason: str, status: str = "FAILED") -> None:
+        """End a trial's run ``status`` (FAILED, or KILLED for a trial stopped by Ctrl-C) with the reason."""
         run_id = self.runs[trial_hash][0]
-        self.client.set_tag(run_id, STATUS_TAG, "FAILED")
+        self.client.set_tag(run_id, STATUS_TAG, status)
         self.client.set_tag(run_id, ERROR_TAG, reason[:5000])
-        self.client.set_terminated(run_id, "FAILED")
-        self.runs[trial_hash] = (run_id, "FAILED")
+        self.client.set_terminated(run_id, status)
+        self.runs[trial_hash] = (run_id, status)
 
     @contextlib.contextmanager
     def parent_fails_on_error(self) -> Iterator[None]:
@@ -157,10 +158,13 @@ class SweepTracker:
                 safe_call(self.client.set_terminated, self.parent_run_id, "KILLED" if interrupted else "FAILED")
             raise
 
-    def end_parent(self, ok: bool, summary: Mapping[str, float]) -> None:
+    def end_parent(self, ok: bool, summary: Mapping[str, float], interrupted: bool = False) -> None:
         if self.parent_run_id:
             self.log_metrics(self.parent_run_id, summary)
-            self.client.set_terminated(self.parent_run_id, "FINISHED" if ok else "FAILED")
+            if interrupted:
+                self.client.set_tag(self.parent_run_id, ERROR_TAG, "interrupted (Ctrl-C)")
+                self.client.set_tag(self.parent_run_id, STATUS_TAG, "KILLED")
+            self.client.set_terminated(self.parent_run_id, "KILLED" if interrupted else "FINISHED" if ok else "FAILED")
 
     def _log_batch(self, run_id: str, metrics: Iterable[Metric] = (), params: Iterable[Param] = ()) -> None:
         """MLflow caps a batch at 1000 metrics and 100 params."""

@@ -60,6 +60,8 @@ def sweep_trial(config: dict[str, Any], context: SweepContext) -> None:
         return
     try:
         record = _run(plan, store, context)
+    except (SystemExit, KeyboardInterrupt):  # stopped (Ctrl-C on the driver), not failed: no error to record
+        raise
     except BaseException as exc:
         store.write_error(h, f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
         raise
