@@ -75,3 +75,10 @@ def test_a_gpu_trial_without_a_gpu_here_is_calibrated_on_the_cpu_it_would_fall_b
     est = estimate_sweep(cfg, expand(cfg))
     want = "cuda" if torch.cuda.is_available() else "cpu ("
     assert len(est.devices) == 1 and est.devices[0].startswith(want)
+
+
+def test_recalibrate_without_estimate_is_a_clear_error(tmp_path):
+    path = write_config(tmp_path, tiny_sweep("recal"))
+    proc = cli(["sweep", str(path), "--dry-run", "--recalibrate"], cwd=tmp_path)
+    assert proc.returncode == 2 and "--recalibrate" in proc.stderr and "add --estimate" in proc.stderr
+    assert not (tmp_path / "distillery-runs").exists()

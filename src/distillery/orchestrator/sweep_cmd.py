@@ -27,7 +27,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from distillery.methods.errors import UserError
+
     from .config import load_config
+
+    if args.recalibrate and not args.estimate:  # a silently ignored flag would leave the cache in use
+        raise UserError("--recalibrate only applies to the estimate; add --estimate (e.g. --dry-run --estimate --recalibrate)")
 
     overrides = run_overrides(args, {"storage_path": "storage_path"})
     if args.no_analyze:
