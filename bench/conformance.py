@@ -14,7 +14,8 @@ Data: digits ships with scikit-learn (16x16 by default). MNIST, Fashion-MNIST an
 from ImageFolder trees (``bash ../shared/data/unpack.sh`` puts them in /tmp/distillery-data) with
 ``format: imagefolder``, so each keeps its name and per-dataset defaults; ``--subset`` training and
 ``--test-subset`` test images per class are drawn (seeded) for CPU-sized runs. The evaluation is
-the default protocol (ConvNet-3 width 128, 300 epochs, DSA), ``--models`` models per set.
+the default protocol (ConvNet-3 width 128, 300 epochs or 1000 at a learned step size, DSA),
+``--models`` models per set.
 `full` (the full-data baseline) is not a distillation method and is left out.
 """
 

@@ -84,6 +84,22 @@ def test_full_data_uses_full_data_epochs():
     assert res.epochs == 2
 
 
+def test_default_epochs_follow_the_sets_step_size_and_an_explicit_count_applies_to_all():
+    """The protocol's epochs go with its lr: 300 at the protocol's 0.01, MTT's 1000 at a set's
+    learned step size (~10x smaller), unless the config names a count or ignores the learned lr."""
+    data = make_tiny_data()
+    hard, learned = _synset(data), dataclasses.replace(_synset(data), lr=0.001)
+    full = SyntheticSet(data.train_x, data.train_y, full_data=True)
+    cfg = EvalConfig()
+    assert (cfg.epochs_for(hard), cfg.epochs_for(learned), cfg.epochs_for(full)) == (300, 1000, cfg.full_data_epochs)
+    assert (cfg.lr_for(hard), cfg.lr_for(learned)) == (0.01, 0.001)
+    assert EvalConfig(epochs=7).epochs_for(learned) == 7 == EvalConfig(epochs=7).epochs_for(hard)
+    assert EvalConfig(use_learned_lr=False).epochs_for(learned) == 300 and EvalConfig(use_learned_lr=False).lr_for(learned) == 0.01
+    # the protocol trains what it reports: a tiny MLP, 1000 epochs at the learned step size
+    res = evaluate_synset(learned, data, "mlp", 1, dataclasses.replace(cfg, dsa=False, batch_size=64), seed=0, net_options={"width": 4})
+    assert (res.epochs, res.lr) == (1000, pytest.approx(0.001))
+
+
 def test_vectorize_auto_uses_the_loop_on_cpu():
     data = make_tiny_data()
     res = evaluate_synset(_synset(data), data, "mlp", 2, EvalConfig(epochs=1, batch_size=8, dsa=False), seed=0, net_options={"width": 8})

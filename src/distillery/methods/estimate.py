@@ -94,7 +94,7 @@ def estimate_trial(
     distill_seconds = calib_distill if iterations is None else per_iteration * iterations
 
     eval_seconds, t_eval = 0.0, time.perf_counter()
-    real_epochs = spec.eval.full_data_epochs if synset.full_data else spec.eval.epochs
+    real_epochs = spec.eval.epochs_for(synset)
     short = dataclasses.replace(spec.eval, epochs=calibration_epochs, full_data_epochs=calibration_epochs)
     for arch in spec.archs:
         eval_seconds += _eval_seconds(synset, on_device, arch, spec, short, real_epochs, dev)

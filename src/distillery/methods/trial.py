@@ -74,7 +74,7 @@ class TrialSpec:
             check_net_options(arch, dict(self.arch_options[arch]))
         if self.eval.dsa and self.eval.dsa_strategy is not None:
             parse_strategy(self.eval.dsa_strategy)
-        if self.eval.epochs < 0 or self.eval.full_data_epochs < 0:
+        if (self.eval.epochs is not None and self.eval.epochs < 0) or self.eval.full_data_epochs < 0:
             raise UserError("eval epochs must be >= 0")
         self.resolved_method_config()
 

@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ipc", type=ipc_arg, default=10, help="images per class ('all' with --method full, the full-data baseline)")
     p.add_argument("--models", type=int, default=5, help="evaluation models per architecture (K)")
     p.add_argument("--arch", action="append", help="evaluation architecture (repeatable; default convnet)")
-    p.add_argument("--epochs", type=int, help="evaluation epochs (default: the protocol's 300)")
+    p.add_argument("--epochs", type=int, help="evaluation epochs (default: the protocol's 300, or 1000 for a set with a learned step size: MTT's evaluation)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw (distillation, evaluation networks, subsets)")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N")
     p.add_argument("--data-root", help="dataset root folder")
