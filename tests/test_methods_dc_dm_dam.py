@@ -106,6 +106,16 @@ def test_gradients_reach_every_synthetic_image(tiny_data, name):
     assert syn.labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
 
 
+def test_real_init_is_randoms_own_draw(tiny_data):
+    """Every method that starts from real images starts from `random`'s set for the seed, so its row
+    against `random` is paired; another seed draws other images."""
+    random = get_method("random")
+    baseline = random.distill(tiny_data, 2, random.make_config("tiny", 2, {}), 3, CPU)
+    assert torch.equal(initial_images(tiny_data, 2, 3, "real"), baseline.images)
+    assert not torch.equal(initial_images(tiny_data, 2, 4, "real"), baseline.images)
+    assert {get_method(name).make_config("tiny", 2).init for name in ("dsa", "dm", "datadam")} == {"real"}
+
+
 @pytest.mark.parametrize("name", METHODS)
 def test_same_seed_same_set(tiny_data, name):
     a = run(tiny_data, name, iterations=2, seed=3)

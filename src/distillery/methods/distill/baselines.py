@@ -14,12 +14,7 @@ from ..nets import build_network
 from ..utils.seeding import generator
 from ..schema import FULL_DATA_METHOD
 from .base import DistillMethod, Progress, ProgressCallback, SyntheticSet, register_method
-from .init import check_ipc, labels_for, real_init
-
-
-#: the draw of the `random` baseline; LD's base examples are the same images, so LD against random
-#: measures exactly what its learned labels add
-RANDOM_DRAW = "random-baseline"
+from .init import RANDOM_DRAW, check_ipc, labels_for, real_init
 
 
 def _done(callback: ProgressCallback | None, start: float) -> None:

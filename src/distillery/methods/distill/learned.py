@@ -32,8 +32,7 @@ from ..errors import UserError
 from ..nets import build_network
 from ..utils.seeding import derive_seed, generator
 from .base import DistillMethod, Progress, ProgressCallback, SyntheticSet, Timer, check_resume_state
-from .baselines import RANDOM_DRAW
-from .init import check_ipc, initial_images, labels_for, real_init
+from .init import check_ipc, initial_images, labels_for
 from .synth import INITS, _clone_cpu, _positive_float, _positive_int, net_options
 
 
@@ -109,15 +108,9 @@ class LearnedSetMethod(DistillMethod):
     def init_tensors(self, train: ImageData, ipc: int, config: LearnedSetConfig, seed: int, device: torch.device) -> dict[str, Tensor]:
         """Named tensors the loop keeps (images and labels always; a subclass adds its own).
 
-        ``init: real`` starts from `random`'s own draw for the seed (``RANDOM_DRAW``), so that a
-        learned set's row against `random` is paired: the difference is what distillation did to
-        those very images, not the luck of two draws. At IPC 1 that luck is as large as the effect
-        (seed 0: the other real draw scores 70.2% on digits and 54.2% on an MNIST subset, random's
-        78.4% and 58.0%)."""
-        if config.init == "real":
-            images = real_init(train, ipc, seed, purpose=RANDOM_DRAW)
-        else:
-            images = initial_images(train, ipc, seed, config.init)
+        ``init: real`` starts from `random`'s own draw for the seed (``initial_images``, as every
+        method), so a learned set's row against `random` is paired."""
+        images = initial_images(train, ipc, seed, config.init)
         images = images.to(device=device, dtype=torch.float32).contiguous()
         hard = labels_for(train.num_classes, ipc).to(device)
         return {"images": images, "labels": self.initial_labels(hard, train.num_classes, config).to(device)}
