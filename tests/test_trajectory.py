@@ -224,6 +224,7 @@ def test_step_size_rule_outside_the_tables_scales_with_the_training_set():
     for name in ("mtt", "ftd", "datm", "pad"):
         m = get_method(name)
         assert m.make_config("cifar10", 1).scale_lr_teacher is False  # published rows are used as published
+        assert m.make_config("cifar10", 1, training_subset=True).scale_lr_teacher is True  # not on a subset
         digits = m.make_config("digits", 1)
         assert digits.scale_lr_teacher is True
         assert effective_lr_teacher(digits, 1437) == pytest.approx(max(digits.lr_teacher * 6 / 196, min(digits.lr_teacher, 1e-3)))
@@ -234,6 +235,27 @@ def test_step_size_rule_outside_the_tables_scales_with_the_training_set():
         assert effective_lr_teacher(ten, 1437) == min(ten.lr_teacher, 1e-3)  # never below the step-size floor
     cfg = get_method("mtt").make_config("digits", 1, {"iterations": 1, "num_experts": 1, "width": 4, "depth": 2, "syn_steps": 1})
     assert effective_lr_teacher(dataclasses.replace(cfg, scale_lr_teacher=False), 1437) == cfg.lr_teacher
+
+
+@pytest.mark.parametrize("name", ["mtt", "ftd", "datm", "pad", "haba"])
+def test_a_training_subset_takes_the_rule_outside_the_tables(name):
+    """CIFAR-10's published rows assume experts trained on all 50000 images; on a per-class subset
+    the trajectory family takes the rule it uses for datasets outside its tables (MNIST's row), and
+    a trial on a subset resolves to it. Methods whose rows are about the data's kind keep them."""
+    from distillery.methods.data import DatasetOptions
+    from distillery.methods.trial import TrialSpec
+
+    m = get_method(name)
+    full, subset, outside = (m.make_config("cifar10", 1), m.make_config("cifar10", 1, training_subset=True), m.make_config("mnist", 1))
+    assert full.zca and not subset.zca
+    assert subset == outside
+    if name in ("datm", "pad"):
+        assert full.soft_labels and not subset.soft_labels and subset.loss_threshold is None
+    spec = TrialSpec(dataset="cifar10", method=name, ipc=1, data=DatasetOptions(subset_per_class=100))
+    assert spec.method_config == outside
+    assert TrialSpec(dataset="cifar10", method=name, ipc=1).method_config == full
+    idc = get_method("idc")
+    assert idc.make_config("mnist", 1, training_subset=True) == idc.make_config("mnist", 1)
 
 
 @pytest.mark.parametrize("method", ["ftd", "datm"])

@@ -85,7 +85,8 @@ class TrialSpec:
         spec and cached in the instance, so it travels with the spec when the driver ships it to a
         Ray worker: the worker uses the driver's resolution (its buffer folder, where the driver's
         preparation built the experts) instead of resolving again in its own environment."""
-        return self.method_impl().make_config(self.dataset, self.ipc, self.method_params)
+        return self.method_impl().make_config(self.dataset, self.ipc, self.method_params,
+                                              training_subset=self.data.subset_per_class is not None)
 
     def resolved_method_config(self) -> Any:
         return self.method_config

@@ -401,7 +401,7 @@ def check_names(config: SweepConfig, source: str) -> None:
         for ipc in grid:
             for d in config.datasets:
                 try:
-                    method.make_config(d.name, ipc, entry.params_for(ipc))
+                    method.make_config(d.name, ipc, entry.params_for(ipc), training_subset=d.subset_per_class is not None)
                 except UserError as exc:
                     fail(f"methods.{name}.params", str(exc))
     for o in config.resources.overrides:

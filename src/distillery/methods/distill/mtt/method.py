@@ -148,8 +148,9 @@ def table_row(dataset: str, ipc: int) -> dict[str, Any]:
     return nearest_row(_TABLE, dataset, ipc, OUTSIDE_TABLE)
 
 
-#: how a dataset outside a trajectory method's table changes the CIFAR-10 row it borrows: no ZCA
-#: (the references whiten only CIFAR) and the initial step size scaled to the training set's size
+#: how a dataset outside a trajectory method's table (or a training subset of one inside it:
+#: ``rows_need_full_training_set``) changes the CIFAR-10 row it borrows: no ZCA (the references
+#: whiten only CIFAR) and the initial step size scaled to the training set's size
 OUTSIDE_TABLE: dict[str, Any] = {"zca": False, "scale_lr_teacher": True}
 #: the training set the published rows were tuned on (CIFAR-10/100: 50000 images)
 REFERENCE_TRAIN_SIZE = 50000
@@ -166,7 +167,9 @@ def effective_lr_teacher(config: MTTConfig, train_size: int) -> float:
     the published value is itself below it): the learned step size is also the evaluation's
     training lr, and 0.001 x 6/196 = 3e-5 would leave the evaluation networks untrained (measured:
     MTT digits IPC 10 fell from 97.0% to 94.2%). MNIST and Fashion-MNIST (60000) keep the published
-    value; digits IPC 1 gets 0.001 instead of 0.01 (MTT at 40 iterations: 91.3% vs 80.4%)."""
+    value; digits IPC 1 gets 0.001 instead of 0.01 (MTT at 40 iterations: 91.3% vs 80.4%). A
+    CIFAR subset has digits' problem too, and gets this rule with the rest of the outside-table row
+    (``rows_need_full_training_set``)."""
     if not config.scale_lr_teacher:
         return float(config.lr_teacher)
     steps = math.ceil(train_size / config.expert_batch)
@@ -230,15 +233,17 @@ class ExpertJob(PrepJob):
 class MTT(DistillMethod):
     Config = MTTConfig
     path_options = ("buffer_dir",)
+    rows_need_full_training_set = True  # so do FTD, DATM, PAD and HaBa, which inherit from it
 
     def default_config(self, dataset: str, ipc: int) -> MTTConfig:
         return MTTConfig(**table_row(dataset, ipc))
 
-    def make_config(self, dataset: str, ipc: int, overrides: Mapping[str, Any] | None = None) -> MTTConfig:
+    def make_config(self, dataset: str, ipc: int, overrides: Mapping[str, Any] | None = None, *,
+                    training_subset: bool = False) -> MTTConfig:
         """Published row + overrides, with the automatic values filled in (idempotent: a resolved
         config resolves to itself): the experts' count from ``iterations`` and their length from
         the start-epoch window, so experts are trained exactly as far as this trial reads."""
-        return resolve_auto(super().make_config(dataset, ipc, overrides))
+        return resolve_auto(super().make_config(dataset, ipc, overrides, training_subset=training_subset))
 
     def transforms(self, config: MTTConfig) -> tuple[str, ...]:
         return ("zca",) if config.zca else ()

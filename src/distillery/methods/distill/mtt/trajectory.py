@@ -111,11 +111,12 @@ class FTD(MTT):
     def outside_table(self) -> dict[str, Any]:
         return dict(OUTSIDE_TABLE)
 
-    def make_config(self, dataset: str, ipc: int, overrides: Mapping[str, Any] | None = None) -> Any:
+    def make_config(self, dataset: str, ipc: int, overrides: Mapping[str, Any] | None = None, *,
+                    training_subset: bool = False) -> Any:
         """MTT's resolution plus this family's automatic values, resolved once (the trial's
         identity hashes them, and a run cut into early-stopping rungs, which changes only
         ``iterations``, keeps them)."""
-        return self.resolve_family(super().make_config(dataset, ipc, overrides))
+        return self.resolve_family(super().make_config(dataset, ipc, overrides, training_subset=training_subset))
 
     def resolve_family(self, config: FTDConfig) -> FTDConfig:
         if config.ema_decay is None:
