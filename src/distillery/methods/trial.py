@@ -86,7 +86,7 @@ class TrialSpec:
         Ray worker: the worker uses the driver's resolution (its buffer folder, where the driver's
         preparation built the experts) instead of resolving again in its own environment."""
         return self.method_impl().make_config(self.dataset, self.ipc, self.method_params,
-                                              training_subset=self.data.subset_per_class is not None)
+                                              training_subset=self.data.training_subset)
 
     def resolved_method_config(self) -> Any:
         return self.method_config

@@ -81,6 +81,11 @@ class DatasetEntry(_DatasetFields):  # type: ignore[misc,valid-type]
 
     name: str
 
+    @property
+    def training_subset(self) -> bool:
+        """Whether the training split is a per-class subset (see DatasetOptions.training_subset)."""
+        return self.subset_per_class is not None
+
     def options(self) -> DatasetOptions:
         """The core's loading options, exactly as written (locations resolved by resolve_options)."""
         return DatasetOptions(**dataclass_kwargs(self, DatasetOptions, DATASET_RENAMES))
@@ -401,7 +406,7 @@ def check_names(config: SweepConfig, source: str) -> None:
         for ipc in grid:
             for d in config.datasets:
                 try:
-                    method.make_config(d.name, ipc, entry.params_for(ipc), training_subset=d.subset_per_class is not None)
+                    method.make_config(d.name, ipc, entry.params_for(ipc), training_subset=d.training_subset)
                 except UserError as exc:
                     fail(f"methods.{name}.params", str(exc))
     for o in config.resources.overrides:

@@ -198,12 +198,12 @@ def _check_methods(config: TuneConfig, source: str) -> None:
                 for d in config.datasets:
                     for ipc in entry.ipcs or config.ipcs:
                         try:
-                            method.make_config(d.name, ipc, {**entry.params, key: value}, training_subset=d.subset_per_class is not None)
+                            method.make_config(d.name, ipc, {**entry.params, key: value}, training_subset=d.training_subset)
                         except UserError as exc:
                             fail(f"methods.{name}.space.{key}", f"value {value!r}: {exc}")
         for d in config.datasets:
             for ipc in entry.ipcs or config.ipcs:
                 try:
-                    method.make_config(d.name, ipc, entry.params, training_subset=d.subset_per_class is not None)
+                    method.make_config(d.name, ipc, entry.params, training_subset=d.training_subset)
                 except UserError as exc:
                     fail(f"methods.{name}.params", str(exc))

@@ -58,6 +58,12 @@ class DatasetOptions:
     #: reads ``<root>/train/<class>/*`` and ``<root>/test/<class>/*``. None: the dataset's own format
     format: str | None = None
 
+    @property
+    def training_subset(self) -> bool:
+        """Whether the training split is a per-class subset: the methods' published tables assume
+        the full split, so trajectory methods take their defaults by rule instead (see make_config)."""
+        return self.subset_per_class is not None
+
     def __post_init__(self) -> None:
         for opt in ("subset_per_class", "test_subset_per_class", "resize", "validation_per_class"):
             value = getattr(self, opt)
@@ -115,7 +121,7 @@ def dataset_fingerprint(name: str, options: DatasetOptions | None = None) -> str
         "subset_per_class": opts.subset_per_class,
         "test_subset_per_class": opts.test_subset_per_class,
         "resize": opts.resize,
-        "seed": opts.seed if opts.subset_per_class is not None else None,
+        "seed": opts.seed if opts.training_subset else None,
     }
     if opts.format is not None:  # other files (the hash of the default format stays as it was)
         ident["format"] = opts.format
