@@ -190,6 +190,8 @@ def trial_metrics(s: TrialSummary, resources: Mapping[str, Any]) -> dict[str, fl
         for key in (*FAIRNESS_METRICS, "mean_acc_std"):
             out[f"{arch}/{key}"] = getattr(a, key)
         out[f"{arch}/n_models"] = a.n_models
+        out[f"{arch}/eval_epochs"] = a.epochs  # what ran: the eval.epochs param is null for the protocol's own count
+        out[f"{arch}/eval_lr"] = a.lr
         for c, acc in enumerate(a.per_class):
             out[f"{arch}/per_class/{c}"] = acc
     out.update({k: s.metric(k) for k in ("mean_acc", "class_var", "worst_class_acc")})
