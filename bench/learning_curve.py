@@ -27,6 +27,7 @@ import torch  # noqa: E402
 from bench.conformance import DATASETS, data_options  # noqa: E402
 from distillery.methods.distill import load_all  # noqa: E402,F401  (registers every method)
 from distillery.methods.distill.base import Progress, SyntheticSet  # noqa: E402
+from distillery.methods.distill.decode import Decoder  # noqa: E402
 from distillery.methods.distill.init import labels_for  # noqa: E402
 from distillery.methods.trial import TrialSpec, prepare_data, run_trial  # noqa: E402
 
@@ -92,6 +93,9 @@ def _snapshot_set(state: dict, final: SyntheticSet, spec: TrialSpec, data) -> Sy
     method = spec.method_impl()
     if "tensors" in state and hasattr(method, "set_from_state"):
         return method.set_from_state(state, data, spec.ipc, spec.resolved_method_config(), spec.seed)
+    if "params" in state and final.decoder is not None:  # a parameterised set (HaBa): decode the state's parameters
+        decoder = Decoder(final.decoder.name, dict(state["params"]), dict(final.decoder.options))
+        return SyntheticSet(decoder.decode().detach(), final.labels, lr=float(state["lr"]) if "lr" in state else final.lr, decoder=decoder)
     labels = state.get("labels", final.labels)
     labels = torch.softmax(labels, dim=1) if labels.is_floating_point() and "labels" in state else labels
     images = state.get("ema", state["images"])

@@ -141,6 +141,27 @@ def test_constant_memory_modes_keep_one_step_of_graph():
         assert peaks[mode, 8] == peaks[mode, 2] < peaks["unrolled", 2]
 
 
+def test_auto_memory_mode_unrolls_what_fits_and_falls_back_to_the_exact_constant_memory_mode():
+    from distillery.methods.distill.mtt.matching import choose_memory_mode, saved_tensor_peak
+    from distillery.methods.utils.device import free_memory_bytes
+
+    net, start, target, images, labels, lr, steps, aug = _segment(dtype=torch.float32)
+    big = choose_memory_mode("auto", net, start, images, labels, lr, steps, aug, free_bytes=2**40)
+    assert big.mode == "unrolled" and big.unrolled_bytes > 0 and big.meta()["memory_mode"] == "unrolled"
+    # the estimate is an upper bound of what the unrolled graph really holds, and grows with the steps
+    real = saved_tensor_peak(lambda: matching_grads("unrolled", net, start, target, images, labels, lr, steps, aug))[1]
+    assert real <= big.unrolled_bytes < 3 * real
+    longer = plan_steps(len(images), 4 * len(steps), 3, aug, generator(0, "steps"), CPU)
+    assert choose_memory_mode("auto", net, start, images, labels, lr, longer, aug, 2**40).unrolled_bytes > 3 * big.unrolled_bytes
+    small = choose_memory_mode("auto", net, start, images, labels, lr, steps, aug, free_bytes=big.unrolled_bytes)
+    assert small.mode == "tesla_exact" and small.free_bytes == big.unrolled_bytes
+    assert choose_memory_mode("auto", net, start, images, labels, lr, steps, aug, None).mode == "unrolled"
+    assert choose_memory_mode("tesla", net, start, images, labels, lr, steps, aug, 1).mode == "tesla"  # an explicit mode stands
+    with pytest.raises(ValueError, match="choose_memory_mode"):
+        matching_grads("auto", net, start, target, images, labels, lr, steps, aug)
+    assert free_memory_bytes(CPU) is None or free_memory_bytes(CPU) > 0
+
+
 def test_tesla_equals_unrolled_for_one_step():
     args = _segment(syn_steps=1, batch_syn=8)
     for got, want in zip(matching_grads("tesla", *args)[:3], matching_grads("unrolled", *args)[:3]):
@@ -304,6 +325,8 @@ def test_memory_modes_distill_to_the_same_set(tmp_path, tiny_data):
     e = m.distill(tiny_data, 2, dataclasses.replace(cfg, memory_mode="tesla_exact"), seed=0, device=CPU)
     t = m.distill(tiny_data, 2, dataclasses.replace(cfg, memory_mode="tesla"), seed=0, device=CPU)
     torch.testing.assert_close(e.images, u.images, rtol=1e-4, atol=1e-4)
+    assert cfg.memory_mode == "auto" and u.meta["memory_mode"] == "unrolled" and u.meta["unrolled_gb"] < 1  # a tiny run fits
+    assert e.meta["memory_mode"] == "tesla_exact" and "unrolled_gb" not in e.meta
     assert t.images.shape == u.images.shape and torch.isfinite(t.images).all()
 
 
@@ -319,7 +342,7 @@ def test_trial_cli_runs_mtt(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["method"] == "mtt" and out["synthetic_images"] == 10
     assert out["learned_lr"] is not None and out["archs"]["convnet"]["lr"] == pytest.approx(out["learned_lr"])
-    assert out["method_config"]["memory_mode"] == "unrolled"
+    assert out["method_config"]["memory_mode"] == "auto"
 
 
 # ------------------------------------------------------------------------------------------

@@ -39,12 +39,13 @@ from torch import Tensor
 from ...data.base import ImageData
 from ...errors import UserError
 from ...nets import build_network
+from ...utils.device import free_memory_bytes
 from ...utils.seeding import derive_seed, generator
 from ..base import Progress, ProgressCallback, SyntheticSet, Timer, register_method
 from ..decode import Decoder, register_decoder, repeat_labels
 from ..init import check_ipc, initial_images, labels_for
 from ..synth import _clone_cpu
-from .matching import matching_grads, plan_steps
+from .matching import MemoryChoice, choose_memory_mode, matching_grads, plan_steps
 from .method import _TABLE as MTT_TABLE
 from .method import MTT, OUTSIDE_TABLE, MTTConfig, nearest_row, resolve_auto, step_lr
 
@@ -233,13 +234,16 @@ class HaBa(MTT):
             }
 
         lr_halluc = config.lr_halluc / (n_bases if config.halluc_grad == "mean" else 1)
+        memory: MemoryChoice | None = None  # memory_mode resolved on the first iteration's real batch
         it = start_it
         while it < config.iterations:
             start, target = self.draw_segment(setup, config, seed, it, device)
             leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
             decoded = decode_all(leaves["bases"], leaves, n_h)
             steps = plan_steps(len(decoded), config.syn_steps, batch_syn, aug, generator(seed, "mtt-steps", it), device)
-            grads = matching_grads(config.memory_mode, net, start, target, decoded.detach(), labels, syn_lr, steps, aug, 0)
+            if memory is None:
+                memory = choose_memory_mode(config.memory_mode, net, start, decoded.detach(), labels, syn_lr, steps, aug, free_memory_bytes(device))
+            grads = matching_grads(memory.mode, net, start, target, decoded.detach(), labels, syn_lr, steps, aug, 0)
             loss_value = float(grads.loss)
             # the adversary's similarity of two hallucinations of every base (a pair drawn per iteration)
             pair = torch.randperm(n_h, generator=generator(seed, "haba-pair", it))[:2].tolist() if n_h >= 2 else []
@@ -283,7 +287,7 @@ class HaBa(MTT):
         images = decoder.decode().detach()
         return SyntheticSet(images, labels, lr=float(syn_lr), decoder=decoder, meta={
             "method": self.name, "ipc": ipc, "seed": seed, "buffer": str(buffer.path), "num_experts": config.num_experts,
-            "n_halluc": n_h, "backoffs": backoffs, "lr_teacher": lr_teacher,
+            "n_halluc": n_h, "backoffs": backoffs, "lr_teacher": lr_teacher, **(memory or MemoryChoice(config.memory_mode)).meta(),
         })
 
     def _train_adversary(self, adv, adv_opt, params, pair, n_bases, ipc, aug, seed, it, n_h) -> None:

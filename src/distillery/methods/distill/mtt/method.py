@@ -25,11 +25,12 @@ import torch
 from ...aug import DiffAug, default_strategy, parse_strategy
 from ...data.base import ImageData
 from ...errors import UserError
+from ...utils.device import free_memory_bytes
 from ...utils.seeding import generator
 from ..base import DistillMethod, PrepJob, Progress, ProgressCallback, SyntheticSet, Timer, register_method
 from ..init import check_ipc, initial_images, labels_for
 from .buffer import ExpertBuffer, ExpertSpec, build_expert_net, buffer_key, data_id, param_layout, resolve_buffer_dir
-from .matching import MEMORY_MODES, FlatNet, matching_grads, plan_steps
+from .matching import MEMORY_MODES, FlatNet, MemoryChoice, choose_memory_mode, matching_grads, plan_steps
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class MTTConfig:
     zca: bool = False  # ZCA-whiten train and test (the trial runner does it; see transforms())
     dsa: bool = True
     dsa_strategy: str | None = None  # None: the dataset's default (no flip for digits)
-    memory_mode: str = "unrolled"  # unrolled | tesla | tesla_exact (see matching.py)
+    memory_mode: str = "auto"  # auto (unrolled if it fits the free memory, else tesla_exact) | unrolled | tesla | tesla_exact (see matching.py)
     # stability (see docs/methods.md): the learned step size never drops below min(min_syn_lr,
     # lr_teacher) (HaBa/FTD/DATM clip it at 1e-3 so it cannot turn negative), and a non-finite loss
     # or gradient undoes the last update and halves lr_img and lr_lr (and lr_y), at most max_backoffs times
@@ -434,11 +435,14 @@ class MTT(DistillMethod):
             out = {k: v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
             return {**out, "elapsed": timer(), "buffer": str(buffer.path), "backoffs": backoffs, "skipped": skipped}
 
+        memory: MemoryChoice | None = None  # memory_mode resolved on the first iteration's real batch
         it = start_it
         while it < config.iterations:
             start, target = self.draw_segment(setup, config, seed, it, device)
             steps = plan_steps(len(images), config.syn_steps, batch_syn, aug, generator(seed, "mtt-steps", it), device)
-            grads = matching_grads(config.memory_mode, net, start, target, images, labels, syn_lr, steps, aug, keep)
+            if memory is None:
+                memory = choose_memory_mode(config.memory_mode, net, start, images, labels, syn_lr, steps, aug, free_memory_bytes(device))
+            grads = matching_grads(memory.mode, net, start, target, images, labels, syn_lr, steps, aug, keep)
             loss_value = float(grads.loss)
             finite = math.isfinite(loss_value) and bool(torch.isfinite(grads.images).all()) and math.isfinite(float(grads.lr))
             if finite and grads.labels is not None:
@@ -496,7 +500,7 @@ class MTT(DistillMethod):
             result.detach().clone(), out_labels, lr=float(syn_lr),
             meta={
                 "method": self.name, "ipc": ipc, "seed": seed, "buffer": str(buffer.path), "num_experts": config.num_experts,
-                "memory_mode": config.memory_mode, "zca": config.zca, "backoffs": backoffs, "skipped_iterations": skipped,
+                **(memory or MemoryChoice(config.memory_mode)).meta(), "zca": config.zca, "backoffs": backoffs, "skipped_iterations": skipped,
                 "lr_teacher": lr_teacher,
                 **({"ema_decay": decay} if decay is not None else {}),
             },
