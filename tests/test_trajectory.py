@@ -194,6 +194,38 @@ def test_datm_starts_from_samples_the_experts_get_right(tmp_path, tiny_data):
     assert any(bool((tiny_data.train_x == img).flatten(1).all(1).any()) for img in out.images)  # real samples
 
 
+class _Oracle(torch.nn.Module):
+    """A classifier that looks each image up in the training set and answers its label, except
+    for the training indices in ``wrong`` (a stand-in expert whose mistakes the test chooses)."""
+
+    def __init__(self, data, wrong: list[int]):
+        super().__init__()
+        self.x, self.y, self.k, self.wrong = data.train_x.flatten(1), data.train_y, data.num_classes, torch.tensor(wrong, dtype=torch.long)
+
+    def forward(self, images):
+        idx = (images.flatten(1)[:, None, :] == self.x[None]).all(2).float().argmax(1)
+        y = torch.where(torch.isin(idx, self.wrong), (self.y[idx] + 1) % self.k, self.y[idx])
+        return torch.nn.functional.one_hot(y, self.k).float()
+
+
+def test_datm_correct_samples_walk_randoms_own_draw(tiny_data):
+    """The correct-sample start is `random`'s set for the seed wherever the experts get it right
+    (a paired row), and a misclassified image gives way to the next correct one of the same shuffle."""
+    from distillery.methods.distill.init import RANDOM_DRAW, real_init
+
+    m, ipc, seed = get_method("datm"), 2, 3
+    same = m._correct_samples(tiny_data, ipc, seed, iter([_Oracle(tiny_data, [])]), CPU)
+    assert torch.equal(same, real_init(tiny_data, ipc, seed))
+    # class 0's shuffle: its first image is misclassified by expert 0, so expert 0 picks the 2nd and 3rd
+    order = tiny_data.class_indices()[0][torch.randperm(len(tiny_data.class_indices()[0]), generator=generator(seed, RANDOM_DRAW, 0))]
+    out = m._correct_samples(tiny_data, ipc, seed, iter([_Oracle(tiny_data, [int(order[0])])]), CPU)
+    assert torch.equal(out[:ipc], tiny_data.train_x[order[1:ipc + 1]])
+    assert torch.equal(out[ipc:], same[ipc:])  # the other classes keep random's images
+    # a second expert that gets it right does not bring it back: expert 0 filled the class already
+    out2 = m._correct_samples(tiny_data, ipc, seed, iter([_Oracle(tiny_data, [int(order[0])]), _Oracle(tiny_data, [])]), CPU)
+    assert torch.equal(out2, out)
+
+
 def test_pad_scores_with_mtt_experts_in_stage_0_and_trains_its_own_in_stage_1(tmp_path, tiny_data):
     from distillery.methods.data import DatasetOptions
 

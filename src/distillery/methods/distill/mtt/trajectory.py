@@ -41,7 +41,7 @@ from ...data.base import ImageData
 from ...errors import UserError
 from ...utils.seeding import generator
 from ..base import PrepJob, register_method
-from ..init import labels_for
+from ..init import RANDOM_DRAW, labels_for
 from .buffer import ExpertBuffer, ExpertSpec, build_expert_net, buffer_key, set_flat_params
 from .method import _TABLE as MTT_TABLE
 from .method import MTT, OUTSIDE_TABLE, ExpertJob, MTTConfig, nearest_row, resolve_auto
@@ -308,10 +308,16 @@ class DATM(FTD):
 
     def _correct_samples(self, train: ImageData, ipc: int, seed: int, nets: Iterator[torch.nn.Module], device: torch.device) -> torch.Tensor:
         """Per class, the first ipc samples of a seeded shuffle that expert 0 gets right, then
-        expert 1 for the classes still short, and so on (one pass over the experts)."""
+        expert 1 for the classes still short, and so on (one pass over the experts).
+
+        The shuffle is `random`'s own (``RANDOM_DRAW``: its first ipc entries are random's set for
+        the seed), so the initial set is random's with only the misclassified images replaced by
+        the next correct ones, and a row against `random` is paired as for every real-initialised
+        method. From an independent shuffle the draw alone decided the cell: at MNIST IPC 10
+        (100 per class) two draws of 10 real images per class scored 92.30 % and 95.40 %."""
         pools, chosen, taken = [], [], []
         for c, idx in enumerate(train.class_indices()):
-            pools.append(idx[torch.randperm(len(idx), generator=generator(seed, "datm-init", c)).to(idx.device)])
+            pools.append(idx[torch.randperm(len(idx), generator=generator(seed, RANDOM_DRAW, c)).to(idx.device)])
             chosen.append([])
             taken.append(torch.zeros(len(pools[-1]), dtype=torch.bool))
         for net in nets:
