@@ -216,10 +216,12 @@ def test_datm_correct_samples_walk_randoms_own_draw(tiny_data):
     m, ipc, seed = get_method("datm"), 2, 3
     same = m._correct_samples(tiny_data, ipc, seed, iter([_Oracle(tiny_data, [])]), CPU)
     assert torch.equal(same, real_init(tiny_data, ipc, seed))
-    # class 0's shuffle: its first image is misclassified by expert 0, so expert 0 picks the 2nd and 3rd
+    # class 0's shuffle: its first image is misclassified by expert 0, so the next one after random's
+    # picks takes its place and random's second image keeps its own
     order = tiny_data.class_indices()[0][torch.randperm(len(tiny_data.class_indices()[0]), generator=generator(seed, RANDOM_DRAW, 0))]
     out = m._correct_samples(tiny_data, ipc, seed, iter([_Oracle(tiny_data, [int(order[0])])]), CPU)
-    assert torch.equal(out[:ipc], tiny_data.train_x[order[1:ipc + 1]])
+    assert torch.equal(out[0], tiny_data.train_x[order[ipc]])
+    assert torch.equal(out[1:ipc], same[1:ipc])
     assert torch.equal(out[ipc:], same[ipc:])  # the other classes keep random's images
     # a second expert that gets it right does not bring it back: expert 0 filled the class already
     out2 = m._correct_samples(tiny_data, ipc, seed, iter([_Oracle(tiny_data, [int(order[0])]), _Oracle(tiny_data, [])]), CPU)

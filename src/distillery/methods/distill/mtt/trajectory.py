@@ -314,7 +314,9 @@ class DATM(FTD):
         the seed), so the initial set is random's with only the misclassified images replaced by
         the next correct ones, and a row against `random` is paired as for every real-initialised
         method. From an independent shuffle the draw alone decided the cell: at MNIST IPC 10
-        (100 per class) two draws of 10 real images per class scored 92.30 % and 95.40 %."""
+        (100 per class) two draws of 10 real images per class scored 92.30 % and 95.40 %. Kept
+        images keep random's positions (``_in_place``): the protocol's and the matching's
+        augmentation draws go by position, so a shifted set would be another draw again."""
         pools, chosen, taken = [], [], []
         for c, idx in enumerate(train.class_indices()):
             pools.append(idx[torch.randperm(len(idx), generator=generator(seed, RANDOM_DRAW, c)).to(idx.device)])
@@ -342,8 +344,16 @@ class DATM(FTD):
             if len(ch) < ipc:
                 log.info("%s: class %d has only %d correctly classified samples among the experts; filling with the next ones", self.name, c, len(ch))
                 ch = ch + torch.nonzero(~taken[c]).flatten()[: ipc - len(ch)].tolist()
-            picks.append(pool[torch.tensor(ch, dtype=torch.long)])
+            picks.append(pool[torch.tensor(_in_place(ch, ipc), dtype=torch.long)])
         return train.train_x[torch.cat(picks).to(train.train_x.device)].to(device=device, dtype=torch.float32).clone()
+
+
+def _in_place(positions: list[int], ipc: int) -> list[int]:
+    """``ipc`` chosen shuffle positions arranged so that each one among the first ``ipc`` (random's
+    own picks) stays at its position and the others fill the vacated slots in shuffle order."""
+    head = {p for p in positions if p < ipc}
+    tail = iter(sorted(p for p in positions if p >= ipc))
+    return [p if p in head else next(tail) for p in range(ipc)]
 
 
 # ---------------------------------------------------------------------------------------------
