@@ -36,17 +36,18 @@ def labels_for(num_classes: int, ipc: int) -> Tensor:
 RANDOM_DRAW = "random-baseline"
 
 
+def shuffled_classes(train: ImageData, seed: int, purpose: str = RANDOM_DRAW) -> list[Tensor]:
+    """Each class's training indices in the order of (seed, purpose, class)'s shuffle; by default
+    `random`'s, whose first ipc entries are its set (methods that filter real images walk it)."""
+    return [idx[torch.randperm(len(idx), generator=generator(seed, purpose, c)).to(idx.device)]
+            for c, idx in enumerate(train.class_indices())]
+
+
 def real_init(train: ImageData, ipc: int, seed: int, purpose: str = RANDOM_DRAW) -> Tensor:
     """ipc distinct real training images per class, drawn from (seed, purpose, class); by default
     `random`'s own draw for the seed."""
     check_ipc(train, ipc)
-    indices = train.class_indices()
-    picks = []
-    for c in range(train.num_classes):
-        g = generator(seed, purpose, c)
-        idx = indices[c]
-        picks.append(idx[torch.randperm(len(idx), generator=g)[:ipc].to(idx.device)])
-    return train.train_x[torch.cat(picks)].clone()
+    return train.train_x[torch.cat([order[:ipc] for order in shuffled_classes(train, seed, purpose)])].clone()
 
 
 def noise_init(train: ImageData, ipc: int, seed: int) -> Tensor:

@@ -39,9 +39,8 @@ except ImportError:  # pragma: no cover
 
 from ...data.base import ImageData
 from ...errors import UserError
-from ...utils.seeding import generator
 from ..base import PrepJob, register_method
-from ..init import RANDOM_DRAW, labels_for
+from ..init import labels_for, shuffled_classes
 from .buffer import ExpertBuffer, ExpertSpec, build_expert_net, buffer_key, set_flat_params
 from .method import _TABLE as MTT_TABLE
 from .method import MTT, OUTSIDE_TABLE, ExpertJob, MTTConfig, nearest_row, resolve_auto
@@ -310,18 +309,16 @@ class DATM(FTD):
         """Per class, the first ipc samples of a seeded shuffle that expert 0 gets right, then
         expert 1 for the classes still short, and so on (one pass over the experts).
 
-        The shuffle is `random`'s own (``RANDOM_DRAW``: its first ipc entries are random's set for
+        The shuffle is `random`'s own (``shuffled_classes``: its first ipc entries are random's set for
         the seed), so the initial set is random's with only the misclassified images replaced by
         the next correct ones, and a row against `random` is paired as for every real-initialised
         method. From an independent shuffle the draw alone decided the cell: at MNIST IPC 10
         (100 per class) two draws of 10 real images per class scored 92.30 % and 95.40 %. Kept
         images keep random's positions (``_in_place``): the protocol's and the matching's
         augmentation draws go by position, so a shifted set would be another draw again."""
-        pools, chosen, taken = [], [], []
-        for c, idx in enumerate(train.class_indices()):
-            pools.append(idx[torch.randperm(len(idx), generator=generator(seed, RANDOM_DRAW, c)).to(idx.device)])
-            chosen.append([])
-            taken.append(torch.zeros(len(pools[-1]), dtype=torch.bool))
+        pools = shuffled_classes(train, seed)
+        chosen: list[list[int]] = [[] for _ in pools]
+        taken = [torch.zeros(len(pool), dtype=torch.bool) for pool in pools]
         for net in nets:
             if all(len(ch) >= ipc for ch in chosen):
                 break
