@@ -31,9 +31,8 @@ QUICK_ITERATIONS = 40
 #: (1.2 s), KFS (1.2 s) and HaBa (trajectory experts) are far above random within 10 (measured at 20,
 #: 40 and 10: 91.3, 94.6, 89.6 % vs 78.2 %); HaBa gets 5: its 50 decoded images train 1000
 #: evaluation epochs at its learned step size, and at 10 iterations the check took 83 s.
-#: DM and DataDAM (93.6 and 93.4 % at 40 with one model) and DATM and PAD (92.1 and 92.6 % at 10: they
-#: start from samples the experts classify correctly) keep wide margins at half that (at 5, from
-#: random's own shuffle since 2026-12-04: 89.7 and 90.6 % against random's 78.5 %).
+#: DM and DataDAM (93.6 and 93.4 % at 40 with one model) and DATM and PAD (92.1 and 92.6 % at 10)
+#: keep wide margins at half that.
 ITERATIONS = {"idm": 3, "idc": 1, "cafe": 10, "kfs": 10, "haba": 5, "mtt": 10, "ftd": 10, "datm": 5, "pad": 5, "dc": 20, "dsa": 20, "dd": 20,
               "rfad": 10, "dm": 20, "datadam": 20}
 #: the trajectory family's experts are a budget too: 10 (the automatic minimum) GSAM experts are ~100

@@ -25,9 +25,10 @@ CPU = torch.device("cpu")
 SPEC = ExpertSpec(arch="convnet", net_options=(("depth", 2), ("width", 4)), epochs=3, batch_size=32, dsa_strategy="crop_flip")
 FAMILY = {
     "ftd": {"ema_decay": 0.5},
-    # soft labels are DATM's and PAD's published choice but off outside their tables (tiny is): on, to test them
-    "datm": {"min_start_epoch": 0, "current_max_start_epoch": 1, "window_growth": 0.5, "lr_y": 2.0, "soft_labels": True},
-    "pad": {"soft_labels": True, "min_start_epoch": 0, "current_max_start_epoch": 1, "window_growth": 0.5, "depth_ratio": 0.5, "score_experts": 1,
+    # soft labels and the correct-sample start are DATM's and PAD's published choices but off outside
+    # their tables (tiny is): on, to test them
+    "datm": {"min_start_epoch": 0, "current_max_start_epoch": 1, "window_growth": 0.5, "lr_y": 2.0, "soft_labels": True, "init": "correct"},
+    "pad": {"soft_labels": True, "init": "correct", "min_start_epoch": 0, "current_max_start_epoch": 1, "window_growth": 0.5, "depth_ratio": 0.5, "score_experts": 1,
             "score_epoch": 1, "init_ratio": 0.5, "add_end_epoch": 2, "rm_epoch_first": 2, "rm_epoch_second": 3},
 }
 
@@ -319,6 +320,9 @@ def test_soft_labels_follow_the_published_table_and_are_off_outside_it(method):
     assert m.make_config("cifar10", 10).soft_labels is True and m.make_config("cifar100", 1).soft_labels is True
     assert m.make_config("digits", 10).soft_labels is False and m.make_config("mnist", 1).soft_labels is False
     assert m.make_config("digits", 10, {"soft_labels": "true"}).soft_labels is True  # the user's choice stands
+    # the correct-sample start likewise: published inside the table, random's own set outside it
+    assert m.make_config("cifar10", 10).init == "correct" and m.make_config("digits", 10).init == "real"
+    assert m.make_config("mnist", 1, {"init": "correct"}).init == "correct"
 
 
 def test_optional_options_switch_off_from_the_command_line():
