@@ -181,6 +181,10 @@ def test_default_table_and_transforms():
     assert m.make_config("cifar100", 50).batch_syn == 125
     assert table_row("cifar10", 5) == table_row("cifar10", 10) and table_row("cifar10", 30) == table_row("cifar10", 50)
     assert not m.make_config("mnist", 1).zca
+    # outside the table (or on a training subset) the pixel step is 100 at every IPC, not the full
+    # whitened CIFAR-10's 1000
+    assert [m.make_config("mnist", ipc).lr_img for ipc in (1, 10, 50)] == [100.0] * 3
+    assert m.make_config("cifar10", 10, training_subset=True).lr_img == 100.0
     assert m.make_config("digits", 1).buffer_dir.startswith("/")
     with pytest.raises(UserError, match="memory_mode"):
         m.make_config("digits", 1, {"memory_mode": "x"})
