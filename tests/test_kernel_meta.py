@@ -87,6 +87,20 @@ def test_kip_learns_on_tiny_data():
     assert sum(losses[-5:]) < 0.7 * sum(losses[:5])
 
 
+def test_kip_keeps_pixels_within_max_shift_of_their_start_and_resumes_exactly():
+    """The bound binds (some pixel sits on it, none beyond), the paper's unbounded KIP moves further,
+    and a run resumed mid-way clamps against the same start as an uninterrupted one."""
+    data = make_tiny_data(size=16)
+    start = get_method("random").distill(data, 2, get_method("random").make_config("tiny", 2, {}), 0, torch.device("cpu")).images
+    bounded, states, _ = _distill("kip", 6, data=data, max_shift=0.05)
+    shift = (bounded.images - start).abs()
+    assert float(shift.max()) <= 0.05 + 1e-6 and float(shift.max()) >= 0.05 - 1e-6
+    free, _, _ = _distill("kip", 6, data=data, max_shift=None)
+    assert float((free.images - start).abs().max()) > 0.1
+    resumed, _, _ = _distill("kip", 6, data=data, resume=states[2], max_shift=0.05)
+    assert torch.equal(resumed.images, bounded.images)
+
+
 def test_dd_learns_its_step_sizes():
     out, _, _ = _distill("dd", 3)
     assert out.meta["learned_lr_mean"] != pytest.approx(0.02, abs=1e-7) and out.meta["learned_lr_min"] > 0
@@ -124,6 +138,8 @@ def test_real_init_is_randoms_own_draw(name):
 
 @pytest.mark.parametrize(("name", "change", "word"), [
     ("kip", {"kernel": "rbf"}, "kernel"),
+    ("kip", {"max_shift": -0.1}, "max_shift"),
+    ("kip", {"max_shift": float("nan")}, "max_shift"),
     ("kip", {"learn_images": False, "learn_labels": False}, "learn_images"),
     ("rfad", {"loss_type": "hinge"}, "loss_type"),
     ("frepo", {"pool_size": 0}, "pool_size"),
