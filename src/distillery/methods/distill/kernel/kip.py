@@ -66,11 +66,13 @@ class KIP(LearnedSetMethod):
             _positive_float(config, "max_shift", allow_zero=True)
 
     def setup(self, train: ImageData, ipc: int, config: KIPConfig, seed: int, device: torch.device) -> dict[str, Any]:
-        """The start every pixel stays near, recomputed from (train, ipc, seed) rather than kept from
-        ``init_tensors``, so a resumed run bounds by the same start as an uninterrupted one."""
+        """The bounds every pixel stays within (start -+ max_shift), computed once; the start is
+        recomputed from (train, ipc, seed) rather than kept from ``init_tensors``, so a resumed run
+        clamps by the same bounds as an uninterrupted one."""
         if config.max_shift is None:
             return {}
-        return {"start": initial_images(train, ipc, seed, config.init).to(device=device, dtype=torch.float32)}
+        start = initial_images(train, ipc, seed, config.init).to(device=device, dtype=torch.float32)
+        return {"low": start - config.max_shift, "high": start + config.max_shift}
 
     def kernel(self, x1: Tensor, x2: Tensor, config: KIPConfig) -> Tensor:
         return fc_kernel(x1, x2, config.kernel_depth, config.sigma_w2, config.sigma_b2, config.kernel)
@@ -83,8 +85,6 @@ class KIP(LearnedSetMethod):
         return 0.5 * (pred - centred_one_hot(y_t, ctx["num_classes"])).pow(2).sum(1).mean()
 
     def after_step(self, it: int, tensors: dict[str, Tensor], ctx: dict[str, Any]) -> None:
-        shift = ctx["config"].max_shift
-        if shift is not None:
-            start = ctx["start"]
+        if ctx["config"].max_shift is not None:
             with torch.no_grad():
-                tensors["images"].copy_(torch.minimum(torch.maximum(tensors["images"], start - shift), start + shift))
+                tensors["images"].clamp_(ctx["low"], ctx["high"])
