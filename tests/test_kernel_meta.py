@@ -87,17 +87,18 @@ def test_kip_learns_on_tiny_data():
     assert sum(losses[-5:]) < 0.7 * sum(losses[:5])
 
 
-def test_kip_keeps_pixels_within_max_shift_of_their_start_and_resumes_exactly():
-    """The bound binds (some pixel sits on it, none beyond), the paper's unbounded KIP moves further,
-    and a run resumed mid-way clamps against the same start as an uninterrupted one."""
+@pytest.mark.parametrize(("name", "lr"), [("kip", {}), ("rfad", {"lr_img": 0.1})])
+def test_kernel_methods_keep_pixels_within_max_shift_of_their_start_and_resume_exactly(name, lr):
+    """The bound binds (some pixel sits on it, none beyond), the paper's unbounded update moves
+    further, and a run resumed mid-way clamps against the same start as an uninterrupted one."""
     data = make_tiny_data(size=16)
     start = get_method("random").distill(data, 2, get_method("random").make_config("tiny", 2, {}), 0, torch.device("cpu")).images
-    bounded, states, _ = _distill("kip", 6, data=data, max_shift=0.05)
+    bounded, states, _ = _distill(name, 6, data=data, max_shift=0.05, **lr)
     shift = (bounded.images - start).abs()
     assert float(shift.max()) <= 0.05 + 1e-6 and float(shift.max()) >= 0.05 - 1e-6
-    free, _, _ = _distill("kip", 6, data=data, max_shift=None)
+    free, _, _ = _distill(name, 6, data=data, max_shift=None, **lr)
     assert float((free.images - start).abs().max()) > 0.1
-    resumed, _, _ = _distill("kip", 6, data=data, resume=states[2], max_shift=0.05)
+    resumed, _, _ = _distill(name, 6, data=data, resume=states[2], max_shift=0.05, **lr)
     assert torch.equal(resumed.images, bounded.images)
 
 
@@ -140,6 +141,7 @@ def test_real_init_is_randoms_own_draw(name):
     ("kip", {"kernel": "rbf"}, "kernel"),
     ("kip", {"max_shift": -0.1}, "max_shift"),
     ("kip", {"max_shift": float("nan")}, "max_shift"),
+    ("rfad", {"max_shift": "far"}, "max_shift"),
     ("kip", {"learn_images": False, "learn_labels": False}, "learn_images"),
     ("rfad", {"loss_type": "hinge"}, "loss_type"),
     ("frepo", {"pool_size": 0}, "pool_size"),

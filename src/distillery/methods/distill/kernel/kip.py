@@ -8,8 +8,8 @@ infinitely wide fully connected ReLU network (krr.fc_kernel); Adam learns the pi
 labels when ``learn_labels`` is on. No network is trained during distillation: a KIP iteration is
 a few matrix products and one n x n solve, so it is the cheapest method per iteration here.
 
-One addition to the paper (``max_shift``, on by default): after every Adam step each pixel is
-clamped to within ``max_shift`` (L-infinity, in the data's standardised units) of its real start.
+One addition to the paper (``max_shift``, on by default; kernel/shift.py): after every Adam step each
+pixel is clamped to within ``max_shift`` (L-infinity, in the data's standardised units) of its real start.
 Unbounded, KIP's images fit the fully connected NTK ever better and train the evaluation ConvNet
 ever worse: at IPC 10 the published 1000 iterations end below `random` on MNIST, Fashion-MNIST and
 CIFAR-10 (Fashion-MNIST 67.3 % against random's 75.1 %), whatever the step size, kernel or labels.
@@ -22,15 +22,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor
 
-from ...data.base import ImageData
 from ..base import register_method
-from ..init import initial_images
 from ..learned import LearnedSetConfig, LearnedSetMethod, centred_one_hot, check_choice, finite_positive
-from ..synth import _positive_float, _positive_int
+from ..synth import _positive_int
 from .krr import fc_kernel, krr_predict
+from .shift import ShiftBounded
 
 KERNELS = ("ntk", "nngp")
 
@@ -53,7 +51,7 @@ class KIPConfig(LearnedSetConfig):
 
 
 @register_method("kip")
-class KIP(LearnedSetMethod):
+class KIP(ShiftBounded, LearnedSetMethod):
     Config = KIPConfig
 
     def validate(self, config: KIPConfig) -> None:
@@ -62,17 +60,6 @@ class KIP(LearnedSetMethod):
         _positive_int(config, "kernel_depth", 0)
         for name in ("sigma_w2", "sigma_b2", "reg"):
             finite_positive(name, getattr(config, name))
-        if config.max_shift is not None:  # none: unbounded, the paper's KIP
-            _positive_float(config, "max_shift", allow_zero=True)
-
-    def setup(self, train: ImageData, ipc: int, config: KIPConfig, seed: int, device: torch.device) -> dict[str, Any]:
-        """The bounds every pixel stays within (start -+ max_shift), computed once; the start is
-        recomputed from (train, ipc, seed) rather than kept from ``init_tensors``, so a resumed run
-        clamps by the same bounds as an uninterrupted one."""
-        if config.max_shift is None:
-            return {}
-        start = initial_images(train, ipc, seed, config.init).to(device=device, dtype=torch.float32)
-        return {"low": start - config.max_shift, "high": start + config.max_shift}
 
     def kernel(self, x1: Tensor, x2: Tensor, config: KIPConfig) -> Tensor:
         return fc_kernel(x1, x2, config.kernel_depth, config.sigma_w2, config.sigma_b2, config.kernel)
@@ -83,8 +70,3 @@ class KIP(LearnedSetMethod):
         x_s = tensors["images"]
         pred = krr_predict(self.kernel(x_t, x_s, config), self.kernel(x_s, x_s, config), tensors["labels"], config.reg)
         return 0.5 * (pred - centred_one_hot(y_t, ctx["num_classes"])).pow(2).sum(1).mean()
-
-    def after_step(self, it: int, tensors: dict[str, Tensor], ctx: dict[str, Any]) -> None:
-        if ctx["config"].max_shift is not None:
-            with torch.no_grad():
-                tensors["images"].clamp_(ctx["low"], ctx["high"])
