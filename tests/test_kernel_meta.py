@@ -139,7 +139,7 @@ def test_real_init_is_randoms_own_draw(name):
 
 @pytest.mark.parametrize(("name", "change", "word"), [
     ("kip", {"kernel": "rbf"}, "kernel"),
-    ("kip", {"max_shift": -0.1}, "max_shift"),
+    ("kip", {"max_shift": -0.1}, "max_shift.*or none for the unbounded update"),
     ("kip", {"max_shift": float("nan")}, "max_shift"),
     ("rfad", {"max_shift": "far"}, "max_shift"),
     ("kip", {"learn_images": False, "learn_labels": False}, "learn_images"),

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from ...data.base import ImageData
+from ...errors import UserError
 from ..init import initial_images
 from ..synth import _positive_float
 
@@ -29,7 +30,10 @@ class ShiftBounded:
     def validate(self, config: Any) -> None:
         super().validate(config)  # type: ignore[misc]
         if config.max_shift is not None:
-            _positive_float(config, "max_shift", allow_zero=True)
+            try:
+                _positive_float(config, "max_shift", allow_zero=True)
+            except UserError as err:  # the shared message, plus the other valid value
+                raise UserError(f"{err}; use a distance such as 0.25, or none for the unbounded update") from None
 
     def setup(self, train: ImageData, ipc: int, config: Any, seed: int, device: torch.device) -> dict[str, Any]:
         """The bounds, computed once. The start is recomputed from (train, ipc, seed) rather than kept
