@@ -10,13 +10,14 @@ import torch
 
 from distillery.methods.distill.base import get_method
 from distillery.methods.distill.kernel.krr import fc_kernel, krr_predict
+from distillery.methods.distill.meta.bptt import stalled
 from distillery.methods.errors import UserError
 
 from conftest import make_tiny_data
 
 NEW = ("kip", "frepo", "rfad", "dd", "ld")
 SMALL = {"kip": {}, "frepo": {"net_width": 16, "pool_size": 3, "max_online_steps": 2}, "rfad": {"net_width": 16, "n_models": 2},
-         "dd": {"net_width": 16, "unroll_steps": 2, "unroll_epochs": 1, "batch_real": 64}, "ld": {"net_width": 16, "online_reset": 2, "batch_real": 64}}
+         "dd": {"net_width": 16, "unroll_steps": 2, "unroll_epochs": 1, "batch_real": 64}, "ld": {"net_width": 16, "online_patience": 2, "batch_real": 64}}
 
 
 def _distill(name: str, iterations: int, data=None, resume=None, seed: int = 0, **changes):
@@ -152,3 +153,22 @@ def test_real_init_is_randoms_own_draw(name):
 def test_bad_options_name_the_option(name, change, word):
     with pytest.raises(UserError, match=word):
         get_method(name).make_config("digits", 1, change)
+
+
+def test_ld_restarts_its_online_network_only_when_it_stops_learning():
+    """The reference's rule: a falling error never restarts; a flat one restarts after the window
+    fills (patience steps) and patience more steps bring no new minimum."""
+    falling = {"errors": [], "lowest": math.inf, "since_lowest": 0}
+    assert not any(stalled(falling, 1.0 - 0.01 * i, 3) for i in range(50))
+    flat = {"errors": [], "lowest": math.inf, "since_lowest": 0}
+    restarts = [i for i in range(20) if stalled(flat, 0.5, 3)]
+    assert restarts[0] == 6  # 3 to fill the window, then 3 more without a new minimum, then the 7th
+
+
+def test_ld_resume_across_an_online_restart_repeats_the_run():
+    full, states, _ = _distill("ld", 14, online_patience=1)
+    generations = [s["extra"]["online"]["generation"] for s in states]
+    assert generations[-1] > 0  # the tiny run's online network did restart (at iteration 11)
+    before = generations.index(1) - 1  # the last state before the first restart
+    resumed, _, _ = _distill("ld", 14, online_patience=1, resume=states[before])
+    assert torch.equal(full.labels, resumed.labels)

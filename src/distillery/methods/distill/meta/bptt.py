@@ -17,9 +17,14 @@ images. Each iteration an online network (Adam,
 ``lr_online``) takes one differentiable SGD step (``lr_inner``) on a seeded batch of the synthetic
 set with the soft labels, the cross-entropy of the stepped weights on a real batch is
 backpropagated to the labels, and the online network then trains on the same inner loss. It is
-re-initialised every ``online_reset`` steps (the reference resets when a moving average of its
-training error stalls, patience 50). Labels are probability rows, projected after every step onto
-the simplex as the reference does (clamp to [0, 1], renormalise).
+re-initialised by the reference's rule: when the moving average (over ``online_patience`` steps) of
+the stepped network's error on the real batches has not reached a new minimum for another
+``online_patience`` steps, i.e. once the online network stops learning. (A fixed restart every 50
+steps, this module's first rule, keeps a freshly initialised network in charge a third of the time;
+the gradient a fresh network gives the labels is mostly "be uniform", which softened MNIST's rows
+to a mean top probability of 0.7 and cost accuracy: 94.7 % at 100 iterations against 95.7 % now,
+random 95.4 %.) Labels are probability rows, projected after
+every step onto the simplex as the reference does (clamp to [0, 1], renormalise).
 """
 
 from __future__ import annotations
@@ -72,7 +77,9 @@ class LDConfig(BPTTConfig):
     batch_real: int = 1024
     inner_batch: int = 50
     lr_online: float = 1e-3
-    online_reset: int = 50
+    #: the restart rule's moving-average window and patience (the reference's 50, which it raises
+    #: to 100 for 100 classes and 200 above 100 base examples)
+    online_patience: int = 50
 
 
 class BPTT(LearnedSetMethod):
@@ -158,19 +165,20 @@ class LD(BPTT):
 
     def validate(self, config: LDConfig) -> None:
         super().validate(config)
-        for name in ("inner_batch", "online_reset"):
+        for name in ("inner_batch", "online_patience"):
             _positive_int(config, name)
         finite_positive("lr_online", config.lr_online)
 
     def _online(self, ctx: dict[str, Any], generation: int) -> dict[str, Any]:
+        """A fresh online network (seeded by its generation) with empty restart statistics."""
         net = self.seeded_net(ctx["train"], ctx["config"], ctx["seed"], "online", generation).to(ctx["device"]).train()
-        return {"net": net, "opt": torch.optim.Adam(net.parameters(), lr=ctx["config"].lr_online), "generation": generation}
+        return {"net": net, "opt": torch.optim.Adam(net.parameters(), lr=ctx["config"].lr_online), "generation": generation,
+                "errors": [], "lowest": math.inf, "since_lowest": 0}
 
     def loss(self, it: int, tensors: dict[str, Tensor], ctx: dict[str, Any]) -> Tensor:
         config, seed = ctx["config"], ctx["seed"]
-        generation = it // config.online_reset
-        if ctx.get("online") is None or ctx["online"]["generation"] != generation:
-            ctx["online"] = self._online(ctx, generation)
+        if ctx.get("online") is None:
+            ctx["online"] = self._online(ctx, 0)
         net = ctx["online"]["net"]
         pick = torch.randperm(len(tensors["images"]), generator=self.g(seed, "inner", it))[: config.inner_batch].to(tensors["images"].device)
         x, y = tensors["images"][pick], self.targets(tensors, config)[pick]
@@ -179,7 +187,9 @@ class LD(BPTT):
         stepped = sgd_step(net, params, buffers, x, y, config.lr_inner)
         x_real, y_real = ctx["real"](config.batch_real, self.g(seed, "real", it))
         ctx["inner"] = (x.detach(), y.detach())
-        return F.cross_entropy(functional_call(net, (stepped, buffers), (x_real,)), y_real)
+        logits = functional_call(net, (stepped, buffers), (x_real,))
+        ctx["real_error"] = float((logits.detach().argmax(1) != y_real).float().mean())
+        return F.cross_entropy(logits, y_real)
 
     def after_step(self, it: int, tensors: dict[str, Tensor], ctx: dict[str, Any]) -> None:
         super().after_step(it, tensors, ctx)
@@ -188,12 +198,15 @@ class LD(BPTT):
         online["opt"].zero_grad(set_to_none=True)
         F.cross_entropy(online["net"](x), y).backward()
         online["opt"].step()
+        if stalled(online, ctx.pop("real_error"), ctx["config"].online_patience):
+            ctx["online"] = self._online(ctx, online["generation"] + 1)
 
     def extra_state(self, ctx: dict[str, Any]) -> dict[str, Any]:
         online = ctx.get("online")
         if online is None:
             return {}
-        return {"online": {"net": online["net"].state_dict(), "opt": online["opt"].state_dict(), "generation": online["generation"]}}
+        return {"online": {"net": online["net"].state_dict(), "opt": online["opt"].state_dict(), "generation": online["generation"],
+                           "errors": list(online["errors"]), "lowest": online["lowest"], "since_lowest": online["since_lowest"]}}
 
     def restore_extra(self, ctx: dict[str, Any], state: Mapping[str, Any]) -> None:
         if "online" in state:
@@ -201,3 +214,21 @@ class LD(BPTT):
             ctx["online"] = self._online(ctx, int(saved["generation"]))
             ctx["online"]["net"].load_state_dict(saved["net"])
             ctx["online"]["opt"].load_state_dict(saved["opt"])
+            ctx["online"].update(errors=list(saved["errors"]), lowest=float(saved["lowest"]), since_lowest=int(saved["since_lowest"]))
+
+
+def stalled(online: dict[str, Any], error: float, patience: int) -> bool:
+    """LD's restart rule, updating ``online``'s statistics in place: True once the moving average of
+    the last ``patience`` errors has gone ``patience`` further steps without a new minimum."""
+    errors = online["errors"]
+    errors.append(error)
+    if len(errors) > patience:
+        errors.pop(0)
+    if len(errors) < patience:
+        return False
+    average = sum(errors) / patience
+    if average < online["lowest"]:
+        online["lowest"], online["since_lowest"] = average, 0
+        return False
+    online["since_lowest"] += 1
+    return online["since_lowest"] > patience
