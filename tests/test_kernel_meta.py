@@ -172,3 +172,42 @@ def test_ld_resume_across_an_online_restart_repeats_the_run():
     before = generations.index(1) - 1  # the last state before the first restart
     resumed, _, _ = _distill("ld", 14, online_patience=1, resume=states[before])
     assert torch.equal(full.labels, resumed.labels)
+
+
+def test_ld_returns_the_best_scoring_labels_it_saw_and_resumes_exactly():
+    """With select_every 2 a 6-iteration run scores its labels at 2, 4 and 6 and exports the best
+    (the reference returns its best-validated labels, not the last); resuming repeats it."""
+    full, states, _ = _distill("ld", 6, select_every=2, select_steps=3, select_images=40)
+    chosen = full.meta["selected_iteration"]
+    assert chosen in (2, 4, 6) and 0.0 <= full.meta["selection_error"] <= 1.0
+    at_chosen = states[chosen - 1]["tensors"]["labels"]
+    assert torch.allclose(full.labels, at_chosen / at_chosen.sum(1, keepdim=True))
+    resumed, _, _ = _distill("ld", 6, select_every=2, select_steps=3, select_images=40, resume=states[2])
+    assert torch.equal(full.labels, resumed.labels) and resumed.meta["selected_iteration"] == chosen
+
+
+def test_label_error_ranks_right_labels_above_wrong_ones():
+    from distillery.methods.distill.init import labels_for, real_init
+    from distillery.methods.distill.meta.selection import label_error, scoring_images
+
+    data = make_tiny_data(size=16)
+    method = get_method("ld")
+    config = method.make_config("tiny", 4, SMALL["ld"])
+    images, hard = real_init(data, 4, 0), labels_for(data.num_classes, 4)  # random's set, as LD's
+    score_x, score_y = scoring_images(data, 4, 0, 60)
+    assert len(score_y) >= 30 and not any(bool((score_x == img).all(dim=(1, 2, 3)).any()) for img in images)
+
+    def error(labels):
+        return label_error(lambda: method.seeded_net(data, config, 0, "select"), images, labels, 30, 8, 1e-3,
+                           lambda step: torch.Generator().manual_seed(step), score_x, score_y)
+
+    right = torch.nn.functional.one_hot(hard, data.num_classes).float()
+    wrong = right.roll(1, dims=1)  # every row names the next class
+    assert error(right) < error(wrong)
+    assert error(right) == error(right.clone())  # the same network and batches every time
+
+
+@pytest.mark.parametrize("option,value", [("select_every", -1), ("select_steps", 0), ("select_images", "all")])
+def test_ld_selection_options_are_checked(option, value):
+    with pytest.raises(UserError, match=option):
+        get_method("ld").make_config("tiny", 2, {option: value})

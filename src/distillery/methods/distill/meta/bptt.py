@@ -23,8 +23,10 @@ the stepped network's error on the real batches has not reached a new minimum fo
 steps, this module's first rule, keeps a freshly initialised network in charge a third of the time;
 the gradient a fresh network gives the labels is mostly "be uniform", which softened MNIST's rows
 to a mean top probability of 0.7 and cost accuracy: 94.7 % at 100 iterations against 95.7 % now,
-random 95.4 %.) Labels are probability rows, projected after
-every step onto the simplex as the reference does (clamp to [0, 1], renormalise).
+random 95.4 %.) Labels are probability rows, projected after every step onto the simplex as the
+reference does (clamp to [0, 1], renormalise). Like the reference, a run returns the labels that
+scored best, not the last ones: every ``select_every`` iterations and at the end a network trained
+on the set with them is tested on training images outside the set (meta/selection.py).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from torch.func import functional_call
 from ..base import register_method
 from ..learned import LearnedSetConfig, LearnedSetMethod, finite_positive
 from ..synth import _positive_int, validate_net_options
+from .selection import label_error, scoring_images
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,11 @@ class LDConfig(BPTTConfig):
     #: the restart rule's moving-average window and patience (the reference's 50, which it raises
     #: to 100 for 100 classes and 200 above 100 base examples)
     online_patience: int = 50
+    #: score the labels every this many iterations and at the end, and return the best-scoring
+    #: (meta/selection.py); 0, or a run no longer than this, returns the last labels
+    select_every: int = 100
+    select_steps: int = 200  # Adam steps of the scoring network on the set
+    select_images: int = 2000  # training images outside the set it is tested on
 
 
 class BPTT(LearnedSetMethod):
@@ -165,9 +173,24 @@ class LD(BPTT):
 
     def validate(self, config: LDConfig) -> None:
         super().validate(config)
-        for name in ("inner_batch", "online_patience"):
+        for name in ("inner_batch", "online_patience", "select_steps", "select_images"):
             _positive_int(config, name)
+        _positive_int(config, "select_every", minimum=0)
         finite_positive("lr_online", config.lr_online)
+
+    @staticmethod
+    def selects(config: LDConfig) -> bool:
+        """Whether a run scores its labels (it has more than one checkpoint to choose from)."""
+        return config.learn_labels and 0 < config.select_every < config.iterations
+
+    def init_tensors(self, train, ipc, config: LDConfig, seed, device) -> dict[str, Tensor]:
+        tensors = super().init_tensors(train, ipc, config, seed, device)
+        tensors["best_labels"] = tensors["labels"].clone()
+        tensors["best"] = torch.tensor([math.inf, 0.0], dtype=torch.float64, device=device)  # (error, iteration)
+        return tensors
+
+    def setup(self, train, ipc, config: LDConfig, seed, device) -> dict[str, Any]:
+        return {"scoring": scoring_images(train, ipc, seed, config.select_images)} if self.selects(config) else {}
 
     def _online(self, ctx: dict[str, Any], generation: int) -> dict[str, Any]:
         """A fresh online network (seeded by its generation) with empty restart statistics."""
@@ -200,6 +223,30 @@ class LD(BPTT):
         online["opt"].step()
         if stalled(online, ctx.pop("real_error"), ctx["config"].online_patience):
             ctx["online"] = self._online(ctx, online["generation"] + 1)
+        config, done = ctx["config"], it + 1
+        if self.selects(config) and (done % config.select_every == 0 or done == config.iterations):
+            self._select(done, tensors, ctx)
+
+    def _select(self, iteration: int, tensors: dict[str, Tensor], ctx: dict[str, Any]) -> None:
+        """Score the current labels; keep them when they beat the best so far."""
+        config, seed, (score_x, score_y) = ctx["config"], ctx["seed"], ctx["scoring"]
+        labels = tensors["labels"].detach()
+        error = label_error(lambda: self.seeded_net(ctx["train"], config, seed, "select").to(ctx["device"]),
+                            tensors["images"].detach(), labels, config.select_steps, config.inner_batch, config.lr_online,
+                            lambda step: self.g(seed, "select-batch", step), score_x, score_y)
+        if error < float(tensors["best"][0]):
+            with torch.no_grad():
+                tensors["best_labels"].copy_(labels)
+                tensors["best"].copy_(torch.tensor([error, float(iteration)], dtype=torch.float64))
+
+    def synthetic_set(self, tensors: dict[str, Tensor], train, ipc: int, config: LDConfig, seed: int):
+        """The best-scoring labels once any were scored (else the current ones)."""
+        error, iteration = (float(v) for v in tensors["best"])
+        if not self.selects(config) or not math.isfinite(error):
+            return super().synthetic_set(tensors, train, ipc, config, seed)
+        synset = super().synthetic_set({**tensors, "labels": tensors["best_labels"]}, train, ipc, config, seed)
+        synset.meta.update(selected_iteration=int(iteration), selection_error=error)
+        return synset
 
     def extra_state(self, ctx: dict[str, Any]) -> dict[str, Any]:
         online = ctx.get("online")
