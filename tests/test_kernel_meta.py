@@ -110,6 +110,55 @@ def test_dd_learns_its_step_sizes():
     assert fixed.meta["learned_lr_mean"] == pytest.approx(0.02, rel=1e-5)
 
 
+@pytest.mark.parametrize("soft", (False, True))
+def test_dd_stepwise_gradient_is_the_unrolled_one_in_one_steps_memory(soft):
+    """stepwise_loss has unrolled_loss's value and gradients (pixels, step sizes, soft labels),
+    in float64 to 1e-12, while its graph holds a fraction of the unrolled one's."""
+    from distillery.methods.distill.meta.bptt import stepwise_loss, unrolled_loss
+    from distillery.methods.nets.registry import build_network
+    from distillery.methods.utils.memory import saved_tensor_peak
+
+    g = torch.Generator().manual_seed(0)
+    net = build_network("convnet", 1, 8, 3, seed=0, width=8, depth=2, norm="instancenorm").double()
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    x = torch.randn(6, 1, 8, 8, generator=g, dtype=torch.float64).requires_grad_(True)
+    y = torch.softmax(torch.randn(6, 3, generator=g, dtype=torch.float64), 1).requires_grad_(True) if soft else torch.arange(6) % 3
+    raw = torch.linspace(-2.0, -0.5, 8, dtype=torch.float64).requires_grad_(True)
+    x_real, y_real = torch.randn(12, 1, 8, 8, generator=g, dtype=torch.float64), torch.arange(12) % 3
+    results = []
+    for fn in (unrolled_loss, stepwise_loss):
+        def run():
+            loss = fn(net, {k: v.clone().requires_grad_(True) for k, v in params.items()}, {}, x, y, torch.nn.functional.softplus(raw), x_real, y_real)
+            loss.backward()
+            return float(loss.detach())
+        value, peak = saved_tensor_peak(run)
+        inputs = (x, raw, y) if soft else (x, raw)
+        results.append((value, [t.grad.clone() for t in inputs], peak))
+        for t in inputs:
+            t.grad = None
+    (v0, g0, p0), (v1, g1, p1) = results
+    assert v1 == pytest.approx(v0, abs=1e-12)
+    for a, b in zip(g0, g1):
+        assert float(a.abs().max()) > 1e-6 and torch.allclose(a, b, rtol=0, atol=1e-12)
+    assert p1 < p0 / 3
+
+
+def test_dd_memory_modes_run_the_same_and_auto_records_its_choice():
+    """Both modes give the same set (float rounding apart); auto picks unrolled on tiny data, where
+    it fits, and says so with its estimate in the set's meta."""
+    data = make_tiny_data(size=16)
+    unrolled, _, _ = _distill("dd", 3, data=data, memory_mode="unrolled")
+    stepwise, _, _ = _distill("dd", 3, data=data, memory_mode="stepwise")
+    auto, states, _ = _distill("dd", 3, data=data)
+    assert torch.allclose(unrolled.images, stepwise.images, atol=1e-5)
+    assert float((stepwise.images - _distill("dd", 0, data=data)[0].images).abs().max()) > 1e-3
+    assert (unrolled.meta["memory_mode"], stepwise.meta["memory_mode"], auto.meta["memory_mode"]) == ("unrolled", "stepwise", "unrolled")
+    assert auto.meta["unrolled_gb"] >= 0 and "unrolled_gb" not in stepwise.meta
+    assert torch.equal(auto.images, unrolled.images)
+    resumed, _, _ = _distill("dd", 3, data=data, resume=states[1], memory_mode="auto")
+    assert torch.equal(resumed.images, auto.images)
+
+
 def test_ld_keeps_its_real_images():
     out, _, _ = _distill("ld", 3)
     first = get_method("ld").init_tensors(make_tiny_data(size=16), 2, get_method("ld").make_config("tiny", 2, SMALL["ld"]), 0, torch.device("cpu"))
@@ -148,6 +197,7 @@ def test_real_init_is_randoms_own_draw(name):
     ("frepo", {"pool_size": 0}, "pool_size"),
     ("rfad", {"net": "nosuchnet"}, "net"),
     ("dd", {"lr_inner": -1.0}, "lr_inner"),
+    ("dd", {"memory_mode": "tesla"}, "memory_mode.*auto, unrolled, stepwise"),
     ("ld", {"label_temperature": 0}, "label_temperature"),
 ])
 def test_bad_options_name_the_option(name, change, word):

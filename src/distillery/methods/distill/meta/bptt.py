@@ -9,6 +9,9 @@ DD: each iteration a freshly initialised network (seeded by (seed, iteration): t
 seeded real batch is backpropagated through every step to the pixels and the step sizes (Adam,
 betas (0.5, 0.999), as the reference). Unlike the reference, whose every step has its own images,
 each step here uses the whole synthetic set, so the set has exactly IPC images per class.
+The unrolled graph grows with steps x images x image size (18.5 GB for CIFAR-10's or MNIST's IPC
+10 at 30 steps, 92 GB at IPC 50), so ``memory_mode: auto`` keeps it only where it fits and else
+goes ``stepwise``: the same gradient from one step's graph at a time (``stepwise_loss``).
 
 LD: the images stay real ones and the labels are learned. The base examples are the `random`
 baseline's draw for the same seed (the reference draws class-balanced random real images too), so
@@ -40,10 +43,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from ...utils.device import free_memory_bytes
+from ...utils.memory import saved_tensor_peak, unrolled_fits
 from ..base import register_method
-from ..learned import LearnedSetConfig, LearnedSetMethod, finite_positive
+from ..learned import LearnedSetConfig, LearnedSetMethod, check_choice, finite_positive
 from ..synth import _positive_int, validate_net_options
 from .selection import label_error, scoring_images
+
+#: DD's ways to get the gradient through its unrolled steps (the same gradient, up to float rounding)
+DD_MEMORY_MODES = ("auto", "unrolled", "stepwise")
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,9 @@ class DDConfig(BPTTConfig):
     unroll_steps: int = 10
     unroll_epochs: int = 3
     learn_lr: bool = True
+    #: auto: ``unrolled`` (the reference's one graph) while its estimate takes at most half the free
+    #: memory, else ``stepwise`` (one step's graph at a time, about one more forward/backward a step)
+    memory_mode: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -127,6 +138,63 @@ def sgd_step(net: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tenso
     return {k: p - lr * g for (k, p), g in zip(params.items(), grads)}
 
 
+def unrolled_loss(net: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, y: Tensor, lrs: Tensor,
+                  x_real: Tensor, y_real: Tensor) -> Tensor:
+    """DD's objective with one graph through every step: the cross-entropy on the real batch of
+    the weights after ``len(lrs)`` SGD steps on (x, y), step s at lr ``lrs[s]``."""
+    for step in range(len(lrs)):
+        params = sgd_step(net, params, buffers, x, y, lrs[step])
+    return F.cross_entropy(functional_call(net, (params, buffers), (x_real,)), y_real)
+
+
+def stepwise_loss(net: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, y: Tensor, lrs: Tensor,
+                  x_real: Tensor, y_real: Tensor) -> Tensor:
+    """``unrolled_loss``'s value, with a graph whose gradient in x, lrs and (float) y is the
+    unrolled one, in one step's memory. Pass 1 takes the steps with detached gradients and keeps
+    each step's weights (30 copies of a ConvNet's ~0.3M parameters); pass 2 walks back, recomputing
+    one step's graph at a time, and carries the adjoint a_s = dL/dtheta_s with one Hessian-vector
+    product a step (theta_{s+1} = theta_s - lr_s g_s gives a_s = a_{s+1} - lr_s H_s a_{s+1},
+    dL/dlr_s = -g_s . a_{s+1} and dL/dx += -lr_s d(g_s . a_{s+1})/dx), the scheme of
+    ``mtt/matching.py``'s ``tesla_exact``. The returned tensor is the loss plus a term that is zero
+    in value and carries those gradients, so the caller's ``backward()`` is unchanged."""
+    soft = y.is_floating_point()
+    xd, yd, alphas = x.detach(), y.detach(), lrs.detach()
+    names = list(params)
+
+    def step_grads(theta: dict[str, Tensor], xs: Tensor, ys: Tensor, create_graph: bool) -> tuple[Tensor, ...]:
+        loss = F.cross_entropy(functional_call(net, (theta, buffers), (xs,)), ys)
+        return torch.autograd.grad(loss, list(theta.values()), create_graph=create_graph)
+
+    thetas = [{k: v.detach() for k, v in params.items()}]  # pass 1: theta_0 .. theta_N, no graph kept
+    for s in range(len(alphas)):
+        theta = {k: v.requires_grad_(True) for k, v in ((k, v.detach()) for k, v in thetas[-1].items())}
+        grads = step_grads(theta, xd, yd, create_graph=False)
+        thetas.append({k: (thetas[-1][k] - alphas[s] * g).detach() for k, g in zip(names, grads)})
+    final = {k: v.detach().requires_grad_(True) for k, v in thetas[-1].items()}
+    loss = F.cross_entropy(functional_call(net, (final, buffers), (x_real,)), y_real)
+    adjoint = list(torch.autograd.grad(loss, list(final.values())))
+    grad_x, grad_lr = torch.zeros_like(xd), torch.zeros_like(alphas)
+    grad_y = torch.zeros_like(yd) if soft else None
+    for s in range(len(alphas) - 1, -1, -1):  # pass 2: backwards, one step's graph at a time
+        theta = {k: v.detach().requires_grad_(True) for k, v in thetas[s].items()}
+        xs = xd.clone().requires_grad_(True)
+        ys = yd.clone().requires_grad_(True) if soft else yd
+        grads = step_grads(theta, xs, ys, create_graph=True)
+        dot = sum((g * a).sum() for g, a in zip(grads, adjoint))
+        wrt = [*theta.values(), xs, *([ys] if soft else [])]
+        got = torch.autograd.grad(dot, wrt, allow_unused=True)
+        got = [torch.zeros_like(t) if gt is None else gt for t, gt in zip(wrt, got)]
+        grad_x -= alphas[s] * got[len(names)]
+        if grad_y is not None:
+            grad_y -= alphas[s] * got[len(names) + 1]
+        grad_lr[s] = -dot.detach()
+        adjoint = [a - alphas[s] * h for a, h in zip(adjoint, got[: len(names)])]
+    carrier = (x * grad_x).sum() + (lrs * grad_lr).sum()
+    if grad_y is not None:
+        carrier = carrier + (y * grad_y).sum()
+    return loss.detach() + (carrier - carrier.detach())
+
+
 @register_method("dd")
 class DD(BPTT):
     Config = DDConfig
@@ -136,13 +204,40 @@ class DD(BPTT):
         super().validate(config)
         _positive_int(config, "unroll_steps")
         _positive_int(config, "unroll_epochs")
+        check_choice("memory_mode", config.memory_mode, DD_MEMORY_MODES)
 
     def init_tensors(self, train, ipc, config: DDConfig, seed, device) -> dict[str, Tensor]:
         tensors = super().init_tensors(train, ipc, config, seed, device)
         steps = config.unroll_steps * config.unroll_epochs
         raw = math.log(math.expm1(config.lr_inner))  # softplus^-1, as the reference stores them
         tensors["raw_lr"] = torch.full((steps,), raw, device=device)
+        # (mode index in DD_MEMORY_MODES, unrolled estimate, free bytes): -1 until the first
+        # iteration resolves it; a resumed run keeps its run's choice, so it repeats the same bits
+        tensors["memory"] = torch.tensor([-1.0, math.nan, math.nan], dtype=torch.float64, device=device)
         return tensors
+
+    def memory_mode(self, tensors: dict[str, Tensor], config: DDConfig, net: nn.Module, params: dict[str, Tensor],
+                    buffers: dict[str, Tensor], x: Tensor, y: Tensor, lrs: Tensor, device: torch.device) -> str:
+        """The run's mode, chosen on its first iteration: ``memory_mode`` unless it is ``auto``;
+        then ``unrolled`` when one step's saved tensors (measured, an upper bound) times the steps
+        fit in half the free memory, else ``stepwise``. It draws nothing, so it changes no seed."""
+        code = int(tensors["memory"][0])
+        if code >= 0:
+            return DD_MEMORY_MODES[code]
+        estimate, free = math.nan, math.nan
+        mode = config.memory_mode
+        if mode == "auto":
+            def one_step() -> None:
+                theta = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+                sgd_step(net, theta, buffers, x.detach().requires_grad_(True), y.detach(), lrs[0].detach().requires_grad_(True))
+
+            per_step = saved_tensor_peak(one_step)[1]
+            free_bytes = free_memory_bytes(device)
+            estimate = float(per_step * len(lrs))
+            free = math.nan if free_bytes is None else float(free_bytes)
+            mode = "unrolled" if unrolled_fits(int(estimate), free_bytes) else "stepwise"
+        tensors["memory"].copy_(torch.tensor([float(DD_MEMORY_MODES.index(mode)), estimate, free], dtype=torch.float64))
+        return mode
 
     def learning_rates(self, config: DDConfig) -> dict[str, float]:
         rates = super().learning_rates(config)
@@ -157,14 +252,19 @@ class DD(BPTT):
         buffers = dict(net.named_buffers())
         x, y = tensors["images"], self.targets(tensors, config)
         lrs = F.softplus(tensors["raw_lr"])
-        for step in range(len(lrs)):
-            params = sgd_step(net, params, buffers, x, y, lrs[step])
         x_real, y_real = ctx["real"](config.batch_real, self.g(seed, "real", it))
-        return F.cross_entropy(functional_call(net, (params, buffers), (x_real,)), y_real)
+        mode = self.memory_mode(tensors, config, net, params, buffers, x, y, lrs, ctx["device"])
+        loss_fn = unrolled_loss if mode == "unrolled" else stepwise_loss
+        return loss_fn(net, params, buffers, x, y, lrs, x_real, y_real)
 
     def extra_meta(self, tensors: dict[str, Tensor], config: DDConfig) -> dict[str, Any]:
         lrs = F.softplus(tensors["raw_lr"].detach())
-        return {"learned_lr_mean": float(lrs.mean()), "learned_lr_min": float(lrs.min()), "learned_lr_max": float(lrs.max())}
+        meta: dict[str, Any] = {"learned_lr_mean": float(lrs.mean()), "learned_lr_min": float(lrs.min()), "learned_lr_max": float(lrs.max())}
+        code, estimate, free = (float(v) for v in tensors["memory"])
+        if code >= 0:
+            meta["memory_mode"] = DD_MEMORY_MODES[int(code)]
+            meta.update({k: round(v / 2**30, 2) for k, v in (("unrolled_gb", estimate), ("free_gb", free)) if math.isfinite(v)})
+        return meta
 
 
 @register_method("ld")

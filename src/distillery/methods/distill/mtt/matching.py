@@ -43,11 +43,9 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ...aug import AugDraw, DiffAug
+from ...utils.memory import UNROLLED_SHARE, saved_tensor_peak, unrolled_fits  # noqa: F401 (re-exported)
 
 MEMORY_MODES = ("auto", "unrolled", "tesla", "tesla_exact")
-#: ``auto`` keeps ``unrolled`` while its estimated graph takes at most this share of the memory
-#: free on the device (the rest is for the experts, the data and the evaluation), else ``tesla_exact``
-UNROLLED_SHARE = 0.5
 
 
 class FlatNet:
@@ -158,7 +156,7 @@ def choose_memory_mode(
 
     per_step = saved_tensor_peak(one_step)[1]
     estimate = per_step * len(steps) + start.numel() * start.element_size() * len(steps)
-    return MemoryChoice("unrolled" if estimate <= UNROLLED_SHARE * free_bytes else "tesla_exact", estimate, free_bytes)
+    return MemoryChoice("unrolled" if unrolled_fits(estimate, free_bytes) else "tesla_exact", estimate, free_bytes)
 
 
 def matching_grads(
@@ -242,27 +240,3 @@ def _two_pass(net, start, target, images, labels, lr, steps, aug, keep_from, exa
         if exact:
             adjoint = adjoint - alpha * hv
     return MatchGrads(loss, grad_images, grad_lr, grad_labels)
-
-
-class _Packed:
-    """A tensor saved for backward, counted while the graph holding it is alive."""
-
-    __slots__ = ("tensor", "nbytes", "meter")
-
-    def __init__(self, tensor: Tensor, meter: list[int]) -> None:
-        self.tensor, self.nbytes, self.meter = tensor, tensor.numel() * tensor.element_size(), meter
-        meter[0] += self.nbytes
-        meter[1] = max(meter[1], meter[0])
-
-    def __del__(self) -> None:
-        self.meter[0] -= self.nbytes
-
-
-def saved_tensor_peak(fn):
-    """(fn(), peak bytes of tensors held by live autograd graphs while fn ran): the memory an
-    unrolled graph costs, measured exactly on any device (CPU autograd runs on this thread).
-    Tensors saved twice count twice, so it is an upper bound of the graph's own memory."""
-    meter = [0, 0]  # live, peak
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: _Packed(t, meter), lambda p: p.tensor):
-        out = fn()
-    return out, meter[1]
