@@ -167,7 +167,7 @@ def stepwise_loss(net: nn.Module, params: dict[str, Tensor], buffers: dict[str, 
 
     thetas = [{k: v.detach() for k, v in params.items()}]  # pass 1: theta_0 .. theta_N, no graph kept
     for s in range(len(alphas)):
-        theta = {k: v.requires_grad_(True) for k, v in ((k, v.detach()) for k, v in thetas[-1].items())}
+        theta = {k: v.detach().requires_grad_(True) for k, v in thetas[-1].items()}
         grads = step_grads(theta, xd, yd, create_graph=False)
         thetas.append({k: (thetas[-1][k] - alphas[s] * g).detach() for k, g in zip(names, grads)})
     final = {k: v.detach().requires_grad_(True) for k, v in thetas[-1].items()}
