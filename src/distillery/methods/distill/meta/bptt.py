@@ -216,7 +216,7 @@ class DD(BPTT):
         tensors["memory"] = torch.tensor([-1.0, math.nan, math.nan], dtype=torch.float64, device=device)
         return tensors
 
-    def memory_mode(self, tensors: dict[str, Tensor], config: DDConfig, net: nn.Module, params: dict[str, Tensor],
+    def resolve_memory_mode(self, tensors: dict[str, Tensor], config: DDConfig, net: nn.Module, params: dict[str, Tensor],
                     buffers: dict[str, Tensor], x: Tensor, y: Tensor, lrs: Tensor, device: torch.device) -> str:
         """The run's mode, chosen on its first iteration: ``memory_mode`` unless it is ``auto``;
         then ``unrolled`` when one step's saved tensors (measured, an upper bound) times the steps
@@ -253,7 +253,7 @@ class DD(BPTT):
         x, y = tensors["images"], self.targets(tensors, config)
         lrs = F.softplus(tensors["raw_lr"])
         x_real, y_real = ctx["real"](config.batch_real, self.g(seed, "real", it))
-        mode = self.memory_mode(tensors, config, net, params, buffers, x, y, lrs, ctx["device"])
+        mode = self.resolve_memory_mode(tensors, config, net, params, buffers, x, y, lrs, ctx["device"])
         loss_fn = unrolled_loss if mode == "unrolled" else stepwise_loss
         return loss_fn(net, params, buffers, x, y, lrs, x_real, y_real)
 
