@@ -13,7 +13,8 @@ stated in docs/methods.md:
   image, ``4 x ipc x n_decoders`` per class;
 - objective: DM's (mean embeddings of a fresh random ConvNet per iteration, real and decoded
   images augmented with one shared DSA draw per class), which trains codes and decoders together;
-  the decoders' gradient is scaled by ``lr_decoder / lr_img``.
+  the decoders' gradient is scaled by ``lr_decoder / lr_img`` (0.001: the decoders are shared by
+  every decoded image, so their gradient is large; see KFSConfig).
 The storage budget counts codes and decoders (about ipc + 0.01 at IPC 1 on grey digits).
 The optimised tensor is one flat vector (codes, then each decoder's weight and bias), so resume,
 progress and the optimizer are SynthMethod's; the saved set names its parts.
@@ -46,7 +47,11 @@ class KFSConfig(DMConfig):
     iterations: int = 20000  # DM's
     lr_img: float = 1.0  # the codes (DM's pixel rate)
     n_decoders: int = 2
-    lr_decoder: float = 0.01  # the decoders' weights
+    #: the decoders' weights. Each decoder is shared by every decoded image, so its gradient sums over
+    #: all of them: at 0.01 the first steps moved the weights by 0.3-1.6x their norm (digits, MNIST) and
+    #: at MNIST IPC 10 the decoders ran away (norm x30, sign of the centre tap flipped; 79.3 % against
+    #: random's 95.4 %); at 0.001 the first step is at most ~15 % and the loss falls (docs/methods.md)
+    lr_decoder: float = 0.001
     decoder_noise: float = 0.1  # std of the seeded perturbation of each decoder's identity init
 
 
