@@ -145,13 +145,19 @@ def test_dd_stepwise_gradient_is_the_unrolled_one_in_one_steps_memory(soft):
 
 def test_dd_memory_modes_run_the_same_and_auto_records_its_choice():
     """Both modes give the same set (float rounding apart); auto picks unrolled on tiny data, where
-    it fits, and says so with its estimate in the set's meta."""
+    it fits, and says so with its estimate in the set's meta.
+
+    "Rounding apart" is measured against how far the set moved: in float32 the two modes sum in a
+    different order, and over 3 iterations a pixel can drift by ~3e-5 (seen on one CPU; another gave
+    under 1e-5), while a wrong gradient moves pixels by as much as the distillation does."""
     data = make_tiny_data(size=16)
     unrolled, _, _ = _distill("dd", 3, data=data, memory_mode="unrolled")
     stepwise, _, _ = _distill("dd", 3, data=data, memory_mode="stepwise")
     auto, states, _ = _distill("dd", 3, data=data)
-    assert torch.allclose(unrolled.images, stepwise.images, atol=1e-5)
-    assert float((stepwise.images - _distill("dd", 0, data=data)[0].images).abs().max()) > 1e-3
+    moved = (stepwise.images - _distill("dd", 0, data=data)[0].images).abs()
+    apart = (unrolled.images - stepwise.images).abs()
+    assert float(moved.max()) > 1e-3
+    assert float(apart.max()) < 0.01 * float(moved.max()) and float(apart.mean()) < 1e-4 * float(moved.mean())
     assert (unrolled.meta["memory_mode"], stepwise.meta["memory_mode"], auto.meta["memory_mode"]) == ("unrolled", "stepwise", "unrolled")
     assert auto.meta["unrolled_gb"] >= 0 and "unrolled_gb" not in stepwise.meta
     assert torch.equal(auto.images, unrolled.images)
