@@ -52,6 +52,22 @@ def test_mixed_init_shrinks_distinct_real_images_of_each_class(tiny_data):
     assert not torch.equal(stored, mixed_init(tiny_data, 2, seed=1, factor=2))
 
 
+def _tiles(stored: torch.Tensor) -> torch.Tensor:
+    """The shrunk images of a factor-2 stored set of 8x8 images, in decoding order."""
+    return stored.reshape(-1, 1, 2, 4, 2, 4).permute(0, 2, 4, 1, 3, 5).reshape(-1, 1, 4, 4)
+
+
+def test_mixed_init_reuses_a_small_classs_images_only_after_using_each_once(tiny_data):
+    """ipc 8 x 4 tiles needs 32 images of a 24-image class: all 24 first, then 8 repeats."""
+    tiles = _tiles(mixed_init(tiny_data, 8, seed=0, factor=2))
+    shrunk = torch.nn.functional.avg_pool2d(tiny_data.train_x, 2)
+    match = ((tiles[:, None] - shrunk[None]) ** 2).flatten(2).sum(-1).argmin(1)
+    for c in range(tiny_data.num_classes):
+        ids = match[c * 32:(c + 1) * 32].tolist()
+        assert len(set(ids[:24])) == 24 and set(ids[24:]) <= set(ids[:24])
+        assert tiny_data.train_y[ids].eq(c).all()
+
+
 def test_idm_returns_a_decoded_set_whose_budget_is_the_ipc(tiny_data):
     syn = run(tiny_data, ipc=2, iterations=2)
     assert syn.decoder is not None and syn.decoder.name == "multiformation"
