@@ -38,30 +38,33 @@ def test_tile_inverts_the_multiformation_tiling():
     assert [float(d.mean()) for d in decoded] == [0.0, 1.0, 2.0, 3.0]
 
 
+def _tiles(stored: torch.Tensor) -> torch.Tensor:
+    """The shrunk images of a factor-2 stored set of 8x8 images, in decoding order."""
+    return stored.reshape(-1, 1, 2, 4, 2, 4).permute(0, 2, 4, 1, 3, 5).reshape(-1, 1, 4, 4)
+
+
+def _sources(tiles: torch.Tensor, data) -> torch.Tensor:
+    """For each tile, the index of the training image whose 2x shrink is nearest to it."""
+    shrunk = torch.nn.functional.avg_pool2d(data.train_x, 2)
+    return ((tiles[:, None] - shrunk[None]) ** 2).flatten(2).sum(-1).argmin(1)
+
+
 def test_mixed_init_shrinks_distinct_real_images_of_each_class(tiny_data):
     stored = mixed_init(tiny_data, 2, seed=0, factor=2)
     assert stored.shape == (tiny_data.num_classes * 2, *tiny_data.image_shape)
     # every tile is one class-c training image shrunk by 2 (area averaging), and no image repeats
-    tiles = stored.reshape(-1, 1, 2, 4, 2, 4).permute(0, 2, 4, 1, 3, 5).reshape(-1, 1, 4, 4)
-    shrunk = torch.nn.functional.avg_pool2d(tiny_data.train_x, 2)
-    match = ((tiles[:, None] - shrunk[None]) ** 2).flatten(2).sum(-1).argmin(1)
-    assert torch.allclose(tiles, shrunk[match])
+    tiles = _tiles(stored)
+    match = _sources(tiles, tiny_data)
+    assert torch.allclose(tiles, torch.nn.functional.avg_pool2d(tiny_data.train_x, 2)[match])
     assert tiny_data.train_y[match].tolist() == torch.arange(tiny_data.num_classes).repeat_interleave(8).tolist()
     assert len(set(match.tolist())) == len(match)
     assert torch.equal(stored, mixed_init(tiny_data, 2, seed=0, factor=2))
     assert not torch.equal(stored, mixed_init(tiny_data, 2, seed=1, factor=2))
 
 
-def _tiles(stored: torch.Tensor) -> torch.Tensor:
-    """The shrunk images of a factor-2 stored set of 8x8 images, in decoding order."""
-    return stored.reshape(-1, 1, 2, 4, 2, 4).permute(0, 2, 4, 1, 3, 5).reshape(-1, 1, 4, 4)
-
-
 def test_mixed_init_reuses_a_small_classs_images_only_after_using_each_once(tiny_data):
     """ipc 8 x 4 tiles needs 32 images of a 24-image class: all 24 first, then 8 repeats."""
-    tiles = _tiles(mixed_init(tiny_data, 8, seed=0, factor=2))
-    shrunk = torch.nn.functional.avg_pool2d(tiny_data.train_x, 2)
-    match = ((tiles[:, None] - shrunk[None]) ** 2).flatten(2).sum(-1).argmin(1)
+    match = _sources(_tiles(mixed_init(tiny_data, 8, seed=0, factor=2)), tiny_data)
     for c in range(tiny_data.num_classes):
         ids = match[c * 32:(c + 1) * 32].tolist()
         assert len(set(ids[:24])) == 24 and set(ids[24:]) <= set(ids[:24])
