@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from distillery.methods.errors import UserError
-from distillery.methods.nets import build_network, count_parameters
+from distillery.methods.nets import NETWORKS, FeatureClassifier, build_network, count_parameters
 from distillery.methods.registry import UnknownNameError
 
 
@@ -63,3 +63,24 @@ def test_alexnet_width_scales_every_layer_and_defaults_to_the_papers():
     assert count_parameters(build_network("alexnet", 3, 32, 10, width=128)) == 1_872_202
     with pytest.raises(UserError, match="alexnet option width"):
         build_network("alexnet", 3, 32, 10, width=33)
+
+
+@pytest.mark.parametrize("arch", NETWORKS.names())
+def test_every_registered_network_is_features_then_one_linear_head(arch):
+    """DM, DataDAM, CAFE and herding use ``embed``; it must be exactly what the head classifies."""
+    model = build_network(arch, 1, 28, 10, seed=0)
+    x = torch.randn(3, 1, 28, 28)
+    features = model.embed(x)
+    assert isinstance(model, FeatureClassifier)
+    assert features.shape == (3, model.classifier.in_features)
+    assert torch.allclose(model(x), model.classifier(features))
+
+
+@pytest.mark.parametrize("arch", ["convnet", "alexnet"])
+def test_bn_variant_defaults_to_batchnorm_and_an_explicit_norm_wins(arch):
+    def norms(model):
+        return {type(m).__name__ for m in model.modules() if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm))}
+
+    assert norms(build_network(f"{arch}_bn", 3, 32, 10)) == {"BatchNorm2d"}
+    assert "BatchNorm2d" not in norms(build_network(arch, 3, 32, 10))
+    assert norms(build_network(f"{arch}_bn", 3, 32, 10, norm="none")) == set()

@@ -11,10 +11,10 @@ a 2-core CPU trains 105-111 images/s, ~9x slower than a width-32 ConvNet (two me
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
 from ..errors import UserError
-from .registry import NETWORKS, flat_features
+from .registry import FeatureClassifier, flat_features, register_network
 
 
 def _pool(size: list[int]) -> nn.Module:
@@ -25,7 +25,7 @@ def _pool(size: list[int]) -> nn.Module:
     return nn.Identity()
 
 
-class AlexNet(nn.Module):
+class AlexNet(FeatureClassifier):
     def __init__(self, channels: int, image_size: tuple[int, int], num_classes: int, norm: str = "none",
                  width: int = 128) -> None:
         super().__init__()
@@ -50,18 +50,5 @@ class AlexNet(nn.Module):
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(flat_features(self.features, channels, image_size), num_classes)
 
-    def embed(self, x: Tensor) -> Tensor:
-        return self.features(x).flatten(1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.embed(x))
-
-
-@NETWORKS.register("alexnet")
-def alexnet(channels: int, image_size: tuple[int, int], num_classes: int, **options) -> AlexNet:
-    return AlexNet(channels, image_size, num_classes, **options)
-
-
-@NETWORKS.register("alexnet_bn")
-def alexnet_bn(channels: int, image_size: tuple[int, int], num_classes: int, **options) -> AlexNet:
-    return AlexNet(channels, image_size, num_classes, **{"norm": "batchnorm", **options})
+register_network("alexnet", AlexNet, batchnorm_variant=True)

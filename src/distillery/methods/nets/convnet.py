@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import warnings
 
-from torch import Tensor, nn
+from torch import nn
 
-from .registry import NETWORKS, flat_features, make_norm
+from .registry import FeatureClassifier, flat_features, make_norm, register_network
 
 
-class ConvNet(nn.Module):
+class ConvNet(FeatureClassifier):
     def __init__(
         self,
         channels: int,
@@ -53,19 +53,5 @@ class ConvNet(nn.Module):
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(flat_features(self.features, channels, image_size), num_classes)
 
-    def embed(self, x: Tensor) -> Tensor:
-        """Penultimate features (what DM/DataDAM match and herding selects on)."""
-        return self.features(x).flatten(1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.embed(x))
-
-
-@NETWORKS.register("convnet")
-def convnet(channels: int, image_size: tuple[int, int], num_classes: int, **options) -> ConvNet:
-    return ConvNet(channels, image_size, num_classes, **options)
-
-
-@NETWORKS.register("convnet_bn")
-def convnet_bn(channels: int, image_size: tuple[int, int], num_classes: int, **options) -> ConvNet:
-    return ConvNet(channels, image_size, num_classes, **{"norm": "batchnorm", **options})
+register_network("convnet", ConvNet, batchnorm_variant=True)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
-from .registry import NETWORKS
+from .registry import FeatureClassifier, register_network
 
 
-class MLP(nn.Module):
+class MLP(FeatureClassifier):
     def __init__(self, channels: int, image_size: tuple[int, int], num_classes: int, width: int = 128, depth: int = 3) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
@@ -18,13 +18,5 @@ class MLP(nn.Module):
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(dim, num_classes)
 
-    def embed(self, x: Tensor) -> Tensor:
-        return self.features(x)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.embed(x))
-
-
-@NETWORKS.register("mlp")
-def mlp(channels: int, image_size: tuple[int, int], num_classes: int, **options) -> MLP:
-    return MLP(channels, image_size, num_classes, **options)
+register_network("mlp", MLP)

@@ -8,16 +8,50 @@ forward, not hard-coded.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..errors import UserError
 from ..registry import Registry
 from ..utils.seeding import init_module
 
 NETWORKS: Registry[Callable[..., nn.Module]] = Registry("network")
+
+
+class FeatureClassifier(nn.Module):
+    """A feature extractor followed by one linear head: the shape every network here shares.
+
+    The methods rely on that shape, not on a class: DM, DataDAM, CAFE and herding match or select
+    on ``embed`` (the penultimate features), everything else calls ``forward``. A subclass sets
+    ``features`` and ``classifier`` in its constructor; one whose features are not a single module
+    (ResNet-18's stem, blocks and pooling) overrides ``embed``.
+    """
+
+    features: nn.Module
+    classifier: nn.Module
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Penultimate features, flattened to (batch, dim)."""
+        return self.features(x).flatten(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.embed(x))
+
+
+def register_network(name: str, cls: Callable[..., nn.Module], batchnorm_variant: bool = False) -> None:
+    """Register a network class under ``name`` and, with ``batchnorm_variant``, under ``name_bn``.
+
+    The ``_bn`` name is the references' spelling of the same architecture with BatchNorm
+    (ConvNetBN, AlexNetBN); it only changes the ``norm`` default, so an explicit ``norm`` option
+    still wins. The class is its own builder: its constructor takes (channels, image_size,
+    num_classes, **options), which is what ``build_network`` calls.
+    """
+    NETWORKS.register(name)(cls)
+    if batchnorm_variant:
+        NETWORKS.register(f"{name}_bn")(partial(cls, norm="batchnorm"))
 
 
 @dataclass(frozen=True)

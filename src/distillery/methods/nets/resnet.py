@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .registry import NETWORKS, make_norm
+from .registry import FeatureClassifier, make_norm, register_network
 
 
 class BasicBlock(nn.Module):
@@ -25,7 +25,7 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class ResNet18(nn.Module):
+class ResNet18(FeatureClassifier):
     def __init__(self, channels: int, image_size: tuple[int, int], num_classes: int, norm: str = "batchnorm", width: int = 64) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(channels, width, 3, 1, 1, bias=False), make_norm(norm, width, (1, 1)), nn.ReLU())
@@ -42,10 +42,5 @@ class ResNet18(nn.Module):
     def embed(self, x: Tensor) -> Tensor:
         return F.adaptive_avg_pool2d(self.layers(self.stem(x)), 1).flatten(1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.embed(x))
 
-
-@NETWORKS.register("resnet18")
-def resnet18(channels: int, image_size: tuple[int, int], num_classes: int, **options) -> ResNet18:
-    return ResNet18(channels, image_size, num_classes, **options)
+register_network("resnet18", ResNet18)
