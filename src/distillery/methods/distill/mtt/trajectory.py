@@ -371,13 +371,14 @@ class PADConfig(DATMConfig):
     # difficulty: EL2N of the plain MTT experts (same data, arch and augmentation) at score_epoch
     score_experts: int = 4
     score_epoch: int = 5
-    # the schedule (selection.Schedule; PAD's README values)
-    init_ratio: float = 0.75
-    add_end_epoch: int = 20
-    rm_epoch_first: int = 40
-    rm_epoch_second: int = 60
-    rm_easy_ratio_first: float = 0.1
-    rm_easy_ratio_second: float = 0.2
+    # the schedule, flat so a sweep can set each field; its defaults are selection.Schedule's
+    # (PAD's README values), kept in one place
+    init_ratio: float = Schedule.init_ratio
+    add_end_epoch: int = Schedule.add_end_epoch
+    rm_epoch_first: int = Schedule.rm_epoch_first
+    rm_epoch_second: int = Schedule.rm_epoch_second
+    rm_easy_ratio_first: float = Schedule.rm_easy_ratio_first
+    rm_easy_ratio_second: float = Schedule.rm_easy_ratio_second
 
     def __post_init__(self) -> None:
         super().__post_init__()
