@@ -69,7 +69,7 @@ def test_alexnet_width_scales_every_layer_and_defaults_to_the_papers():
 def test_every_registered_network_is_features_then_one_linear_head(arch):
     """DM, DataDAM, CAFE and herding use ``embed``; it must be exactly what the head classifies."""
     model = build_network(arch, 1, 28, 10, seed=0)
-    x = torch.randn(3, 1, 28, 28)
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     features = model.embed(x)
     assert isinstance(model, FeatureClassifier)
     assert features.shape == (3, model.classifier.in_features)
