@@ -7,7 +7,8 @@ iterations (2: the second one's time is the per-iteration cost, free of first-ca
 trains one of the resulting set's evaluation models per arch (all K when they are vectorised)
 for ``calibration_epochs`` epochs and tests it on a slice of the test split, then scales each
 part to the real run. The calibration's results are thrown away; its draws come from the trial's own
-seed, so it changes nothing the trial does. A method's preparation (MTT's expert build) runs inside
+seed (``TrialSpec.cell_seed``, as in ``run_trial``), so it exercises the trial's draws and changes
+nothing the trial does. A method's preparation (MTT's expert build) runs inside
 the calibration when it is missing, with its own progress, and is then cached for the trial.
 """
 
@@ -83,7 +84,7 @@ def estimate_trial(
                 progress_callback(p)
 
     t0 = time.perf_counter()
-    synset = method.distill(on_device, spec.ipc, calib_config, spec.seed, dev, on_progress, None)
+    synset = method.distill(on_device, spec.ipc, calib_config, spec.cell_seed, dev, on_progress, None)
     calib_distill = time.perf_counter() - t0 - prep["seconds"]
     per_iteration: float | None = None
     if iterations is not None:
@@ -124,7 +125,7 @@ def _eval_seconds(synset: Any, data: ImageData, arch: str, spec: TrialSpec, shor
     sliced = dataclasses.replace(data, test_x=data.test_x[:m], test_y=data.test_y[:m])
     stamps: list[tuple[EvalProgress, float]] = []
     t0 = time.perf_counter()
-    result = evaluate_synset(synset, sliced, arch, used, short, seed=spec.seed, device=dev,
+    result = evaluate_synset(synset, sliced, arch, used, short, seed=spec.cell_seed, device=dev,
                              net_options=dict(spec.arch_options.get(arch, {})),
                              epoch_callback=lambda p: stamps.append((p, time.perf_counter())))
     measured = time.perf_counter() - t0

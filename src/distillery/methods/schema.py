@@ -103,6 +103,9 @@ class TrialSummary:
     #: storage budget in images-per-class equivalent (stored numbers / (C*H*W*classes)); equals ipc
     #: for a plain set and differs for a parameterised one (a decoder); None for older results
     storage_ipc: float | None = None
+    #: the root seed the trial drew everything from (``TrialSpec.cell_seed``: ``seed`` keyed by
+    #: dataset and IPC); None for older results, whose draws came from ``seed`` itself
+    cell_seed: int | None = None
 
     @property
     def first(self) -> ArchSummary:
@@ -141,7 +144,7 @@ class TrialSummary:
             "archs": archs, "distill_seconds": self.distill_seconds, "eval_seconds": self.eval_seconds,
             "learned_lr": self.learned_lr, "synthetic_images": self.synthetic_images,
             "method_config": dict(self.method_config), "soft_labels": self.soft_labels,
-            "storage_ipc": self.storage_ipc,
+            "storage_ipc": self.storage_ipc, "cell_seed": self.cell_seed,
         }
 
     @classmethod
@@ -157,5 +160,5 @@ class TrialSummary:
             eval_split=d.get("eval_split", "test"), eval_samples=d["eval_samples"], distill_seconds=d["distill_seconds"],
             eval_seconds=d["eval_seconds"], learned_lr=d.get("learned_lr"), synthetic_images=d["synthetic_images"],
             method_config=dict(d.get("method_config", {})), soft_labels=bool(d.get("soft_labels", False)),
-            storage_ipc=d.get("storage_ipc"),
+            storage_ipc=d.get("storage_ipc"), cell_seed=d.get("cell_seed"),
         )

@@ -25,6 +25,7 @@ from .schema import FAIRNESS_METRICS, FULL_DATA_METHOD, ArchSummary, ModelScore,
 from .aug.dsa import parse_strategy
 from .nets import NETWORKS, check_net_options
 from .utils.device import resolve_device
+from .utils.seeding import cell_seed
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,15 @@ class TrialSpec:
     def full_data(self) -> bool:
         """The full-data baseline cell: evaluation trains on the whole training split."""
         return self.ipc is None
+
+    @property
+    def cell_seed(self) -> int:
+        """The root seed of everything the trial draws (its start, its distillation, its evaluation
+        models): ``seed`` keyed by (dataset, IPC), not by the method (``utils.seeding.cell_seed``).
+        One seed's sets at two IPCs are thereby independent, and the methods of one (dataset, IPC,
+        seed) still share `random`'s draw and the evaluation models (paired). ``seed`` stays the
+        user-facing label (names, tags, the summary)."""
+        return cell_seed(self.seed, self.dataset, self.ipc)
 
     def method_impl(self) -> DistillMethod:
         """What makes this cell's set: the registered method, or the full-data baseline."""
@@ -108,7 +118,7 @@ class TrialResult:
     def summary(self) -> TrialSummary:
         """The typed result every reader uses (``.to_dict()`` is the CLI's JSON and result.json's summary)."""
         return TrialSummary(
-            dataset=self.spec.dataset, method=self.spec.method, ipc=self.spec.ipc, seed=self.spec.seed,
+            dataset=self.spec.dataset, method=self.spec.method, ipc=self.spec.ipc, seed=self.spec.seed, cell_seed=self.spec.cell_seed,
             archs={arch: _arch_summary(res, self.class_counts) for arch, res in self.evals.items()},
             class_names=tuple(self.class_names), eval_split=self.eval_split, eval_samples=sum(self.class_counts),
             distill_seconds=self.distill_seconds, eval_seconds=self.eval_seconds, learned_lr=self.synset.lr,
@@ -181,7 +191,7 @@ def run_trial(
 
     t0 = time.perf_counter()
     if synset is None:
-        synset = method.distill(data.to(dev) if dev.type != "cpu" else data, spec.ipc, config, spec.seed, dev, on_progress, resume_state)
+        synset = method.distill(data.to(dev) if dev.type != "cpu" else data, spec.ipc, config, spec.cell_seed, dev, on_progress, resume_state)
     distill_seconds = time.perf_counter() - t0
 
     evals: dict[str, EvalResult] = {}
@@ -190,7 +200,7 @@ def run_trial(
     for arch in spec.archs:
         cb = (lambda p, _a=arch: eval_callback(_a, p)) if eval_callback else None
         evals[arch] = evaluate_synset(
-            synset, eval_data, arch, spec.n_models, spec.eval, seed=spec.seed, device=dev,
+            synset, eval_data, arch, spec.n_models, spec.eval, seed=spec.cell_seed, device=dev,
             net_options=dict(spec.arch_options.get(arch, {})), epoch_callback=cb,
         )
     eval_seconds = time.perf_counter() - t0

@@ -2,7 +2,8 @@
 
 As in DomainBed, identity = hash(everything that determines the result): dataset and its loading
 options, method and its fully resolved hyperparameters (published defaults included, so a changed
-default is a new trial), IPC, seed and the evaluation protocol. Resources, concurrency and
+default is a new trial), IPC, seed, the seeding scheme (``utils.seeding.SEEDING``: how the seed
+becomes the trial's draws) and the evaluation protocol. Resources, concurrency and
 locations are not part of it (the data root, a method's path options such as MTT's buffer_dir,
 the decoded-tensor cache): the same trial may run anywhere, and moving the data or a cache keeps
 every hash. ``locations`` gives them back for the MLflow params. A resumed sweep recomputes the hashes and
@@ -23,6 +24,7 @@ from distillery.methods.distill.base import get_method
 from distillery.methods.eval import EvalConfig
 from distillery.methods.schema import FULL_DATA_METHOD, Tag
 from distillery.methods.trial import TrialSpec
+from distillery.methods.utils.seeding import SEEDING
 
 from .config import DatasetEntry, Resources, SweepConfig
 from .reproduce import trial_command
@@ -82,6 +84,7 @@ def identity(spec: TrialSpec) -> dict[str, Any]:
         "method_config": method_config,
         "ipc": spec.ipc,
         "seed": spec.seed,
+        "seeding": SEEDING,  # how the seed becomes draws: a new scheme changes every result
         "archs": list(spec.archs),
         "n_models": spec.n_models,
         "eval": evaluation,
