@@ -147,7 +147,7 @@ def test_load_mlflow_frame(sweep):
 def test_run_analysis_writes_and_logs_everything(sweep, tmp_path):
     _, uri, parent = sweep
     out = tmp_path / "report"
-    res = run_analysis("fair-sweep", uri, out, n_boot=300, fit_boot=40)
+    res = run_analysis("fair-sweep", uri, out)
     assert res.html_path.exists() and res.csv_path.exists()
     html = res.html_path.read_text()
     assert "data:image/png;base64," in html and "HOLDS" in html and "CUDA out of memory" in html
@@ -194,15 +194,14 @@ def test_parameterised_sets_get_budget_figures_in_the_report(tmp_path):
     storage figure is added; a sweep of plain sets gets neither."""
     uri, _ = build_sweep(tmp_path, name="budget-sweep", methods=("dm", "idm"), ipcs=(1, 10), seeds=(0,),
                          archs=("ConvNet",), n_models=2)
-    res = run_analysis("budget-sweep", uri, tmp_path / "report", n_boot=50, fit_boot=10)
+    res = run_analysis("budget-sweep", uri, tmp_path / "report")
     stems = {p.stem for p in res.figures}
     assert {"accuracy_vs_decoded_ipc_cifar10", "variance_vs_decoded_ipc_cifar10"} <= stems
     assert not any("storage_ipc" in s for s in stems)
     agg = pd.read_csv(res.csv_path).set_index(["method", "ipc"])
     assert agg.loc[("idm", 10), "decoded_ipc"] == 40 and agg.loc[("dm", 10), "decoded_ipc"] == 10
     plain = run_analysis("fair-sweep", build_sweep(tmp_path / "plain", methods=("dm",), ipcs=(1, 10), seeds=(0,),
-                                                   archs=("ConvNet",), n_models=2)[0], tmp_path / "plain-report",
-                         n_boot=50, fit_boot=10)
+                                                   archs=("ConvNet",), n_models=2)[0], tmp_path / "plain-report")
     assert not any("decoded_ipc" in p.stem for p in plain.figures)
 
 
@@ -241,8 +240,7 @@ def test_tune_results_directory(tmp_path):
     assert "superseded" in prob.loc["trial_00000_old", "error"] and len(prob) == 2
     assert any("several FINISHED runs" in w for w in data.warnings)
     assert not [w for w in data.warnings if "disagree" in w]
-    res = run_analysis(None, "sqlite:///unused.db", tmp_path / "out", log_to_mlflow=False, tune_dir=tmp_path / "sweep",
-                       n_boot=100, fit_boot=0)
+    res = run_analysis(None, "sqlite:///unused.db", tmp_path / "out", log_to_mlflow=False, tune_dir=tmp_path / "sweep")
     assert res.csv_path.exists() and res.logged_to_run is None
     assert not any(p.stem.startswith("synthetic_") for p in res.figures)
 
@@ -271,7 +269,7 @@ def test_user_errors_are_value_errors_with_the_fix(sweep, tmp_path, capsys):
     assert main(["analyze", "--experiment", "nope", "--tracking-uri", uri]) == 2
     assert "nope" in capsys.readouterr().err
     code = main(["analyze", "--experiment", "fair-sweep", "--tracking-uri", uri, "--out", str(tmp_path / "cli"),
-                 "--n-boot", "100", "--fit-boot", "0", "--no-log", "--grid-ipc", "5"])
+                 "--no-log", "--grid-ipc", "5"])
     printed = capsys.readouterr().out
     assert code == 0 and "report:" in printed and (tmp_path / "cli" / "report.html").exists()
     assert {p.name for p in (tmp_path / "cli" / "figures").glob("synthetic_*.png")} == {

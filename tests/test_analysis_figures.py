@@ -40,7 +40,7 @@ def test_metric_vs_ipc_without_baseline_or_fits(tmp_path):
                           columns=["arch", "model", "class_index", "class_name", "acc"])
         frames.append(models_from_per_class({"run_id": str(ipc), "dataset": "d", "method": "dm", "ipc": ipc,
                                              "seed": 0, "full_data": False}, pc))
-    agg = aggregate(pd.concat(frames, ignore_index=True), n_boot=50)
+    agg = aggregate(pd.concat(frames, ignore_index=True))
     png, _ = save_figure(fig_metric_vs_ipc(agg, "d", "class_var"), tmp_path, "v")
     assert png.stat().st_size > 1000
 
@@ -57,7 +57,7 @@ def test_parameterised_sets_get_their_decoded_images_and_budget_axes(tmp_path):
         frames.append(models_from_per_class(trial, pc))
     models = pd.concat(frames, ignore_index=True)
     assert models.set_index("run_id").loc[["idm1", "dm1"], "images"].tolist() == [12, 3]
-    agg = aggregate(models, n_boot=20).set_index(["method", "ipc"])
+    agg = aggregate(models).set_index(["method", "ipc"])
     assert agg.loc[("idm", 1), "decoded_ipc"] == 4.0 and agg.loc[("dm", 1), "decoded_ipc"] == 1.0
     assert agg.loc[("idm", 2), "storage_ipc"] == 2.0
     fig = fig_metric_vs_ipc(agg.reset_index(), "d", "mean_acc", x="decoded_ipc")

@@ -5,9 +5,10 @@ imports Ray: a sweep can be analysed on any laptop that can read its tracking st
 
 Modules, one job each:
     load       MLflow runs / Tune result.json files -> one tidy frame, one row per evaluation model
-    aggregate  per (dataset, method, arch, ipc) means, stds, seeded bootstrap CIs, counts
+    aggregate  per (dataset, method, arch, ipc) means, stds, t intervals over sets, counts
     fits       named curve models (registry) fitted to metric(IPC), with CIs and AIC/R^2
-    trend      does class variance grow with IPC? (Spearman + bootstrap OLS slope, stated in words)
+    trend      does class variance grow with IPC? (Spearman + Welch t interval of the OLS slope over sets, stated in words)
+    planner    power of a design: minimal detectable effect, sets needed
     pareto     non-dominated (accuracy, class variance[, cost]) points and exact hypervolume
     figures    matplotlib (Agg) figures saved as PNG + SVG
     report     run_analysis(): everything above -> HTML + CSV (+ MLflow artifacts), summary text

@@ -3,8 +3,12 @@
 Study convention (docs/tracking-schema.md): a cell's accuracy / class variance is the MEAN over
 all evaluation models of the cell (sets x models), e.g. class_var = mean of per-model population
 variances, not the variance of the mean per-class accuracies. ``*_std`` is the sample std (ddof=1)
-over models; ``*_ci_low/high`` a seeded two-stage (set, then model) bootstrap percentile interval
-of that mean. The baseline row has ``is_baseline`` True (method ``full``, ipc = per-class training
+over models; ``*_ci_low/high`` a t interval over the cell's distilled SETS (each set's value is the
+mean over its models; sets are the independent unit, models only tell how well each set's value is
+known), ``inference.t_interval``: calibrated at 2-10 sets (``tests/test_calibration.py``), where the
+former two-stage bootstrap covered 70-85 %. It is centred on the mean of set means, which is the
+cell's value whenever its sets have equal model counts (a sweep's do). With one set the bounds are
+NaN: no interval about sets can be given, and the report says so. The baseline row has ``is_baseline`` True (method ``full``, ipc = per-class training
 count) and is kept as a reference, never fitted or put on a Pareto front.
 """
 
@@ -15,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ._boot import keyed_rng, percentile_ci, two_stage_means
+from .inference import t_interval
 from .load import METRICS, to_long
 
 CELL_KEYS: tuple[str, ...] = ("dataset", "method", "arch", "ipc")
@@ -24,12 +28,10 @@ CI_METRICS: tuple[str, ...] = ("mean_acc", "class_var", "worst_class_acc")
 
 def aggregate(
     models: pd.DataFrame,
-    n_boot: int = 2000,
-    seed: int = 0,
     level: float = 0.95,
     ci_metrics: Sequence[str] = CI_METRICS,
 ) -> pd.DataFrame:
-    """Cell means, stds, bootstrap CIs and counts for a model frame from analysis.load."""
+    """Cell means, stds, t intervals over sets and counts for a model frame from analysis.load."""
     rows = []
     for key, g in models.groupby(list(CELL_KEYS), sort=True):
         row: dict[str, object] = dict(zip(CELL_KEYS, key))
@@ -46,11 +48,10 @@ def aggregate(
         for m in METRICS:
             row[m] = float(g[m].mean())
             row[f"{m}_std"] = float(g[m].std(ddof=1)) if len(g) > 1 else np.nan
-        sets = [s[list(ci_metrics)].to_numpy(float) for _, s in g.groupby("run_id", sort=True)]
-        reps = two_stage_means(sets, n_boot, keyed_rng(seed, "aggregate", *key))
-        lo, hi = percentile_ci(reps, level)
-        for i, m in enumerate(ci_metrics):
-            row[f"{m}_ci_low"], row[f"{m}_ci_high"] = float(lo[i]), float(hi[i])
+        set_means = g.groupby("run_id", sort=True)[list(ci_metrics)].mean()
+        for m in ci_metrics:
+            ci = t_interval(set_means[m].to_numpy(float), level)
+            row[f"{m}_ci_low"], row[f"{m}_ci_high"] = ci.low, ci.high
         per_trial = g.drop_duplicates("run_id")
         for c in ("compute_seconds", "gpu_seconds"):
             vals = pd.to_numeric(per_trial[c], errors="coerce")

@@ -29,7 +29,7 @@ def add_analyze_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p = subparsers.add_parser(
         "analyze",
         help="trade-off curves, Pareto fronts, figures and an HTML report for a finished sweep",
-        description="Analyse a sweep: per-(method, arch, IPC) accuracy and class variance with bootstrap CIs, "
+        description="Analyse a sweep: per-(method, arch, IPC) accuracy and class variance with t intervals over sets, "
                     "curve fits, the 'variance grows with IPC' trend test, Pareto fronts, figures and an HTML "
                     "report, logged under analysis/ of the sweep's parent MLflow run.",
     )
@@ -41,9 +41,8 @@ def add_analyze_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--parent-run", default=None, help="analyse the trials nested under this parent run id")
     p.add_argument("--tune-dir", type=Path, default=None,
                    help="read trials from a Tune results directory (result.json) instead of MLflow")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates for CIs and trend tests")
-    p.add_argument("--fit-boot", type=int, default=200, help="bootstrap refits per curve fit (0: covariance CIs only)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the planner's simulated sweeps (default 0)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level of the trend tests (default 0.05)")
     p.add_argument("--grid-ipc", type=int, nargs="*", default=None,
                    help="IPCs whose synthetic sets are drawn (default: smallest, middle, largest)")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the parent MLflow run")
@@ -55,6 +54,8 @@ def analyze_main(args: argparse.Namespace) -> int:
     """Run the analysis, print the summary and where the files went; 0 on success."""
     from .report import run_analysis
 
+    if not 0 < args.alpha < 1:
+        raise AnalysisError(f"--alpha {args.alpha}: use a level between 0 and 1, e.g. --alpha 0.05")
     if not (args.experiment or args.parent_run or args.tune_dir):
         raise AnalysisError("name the sweep to analyse: --experiment NAME (or --parent-run RUN_ID, or --tune-dir DIR)")
     uri = args.tracking_uri or default_tracking_uri()
@@ -62,7 +63,7 @@ def analyze_main(args: argparse.Namespace) -> int:
     out = args.out or analysis_dir("distillery-runs", name)  # where a sweep with the default storage_path writes it
     log = not args.no_log and (args.tune_dir is None or bool(args.experiment or args.parent_run))
     result = run_analysis(args.experiment, uri, out, parent_run_id=args.parent_run, log_to_mlflow=log,
-                          tune_dir=args.tune_dir, seed=args.seed, n_boot=args.n_boot, fit_boot=args.fit_boot,
+                          tune_dir=args.tune_dir, seed=args.seed, alpha=args.alpha,
                           grid_ipcs=args.grid_ipc)
     print(result.summary)
     for w in result.warnings:

@@ -3,7 +3,7 @@
 Object-oriented matplotlib only (``matplotlib.figure.Figure`` + the Agg canvas): no pyplot state,
 no global backend switch, so it is safe inside a CLI, a test run or a notebook. Every figure is
 saved as PNG (for the HTML report) and SVG (for papers). Accuracy is shown in %, class variance in
-fraction^2 (the schema's unit); error bars are the aggregate's bootstrap CIs; the full-data
+fraction^2 (the schema's unit); error bars are the aggregate's t intervals over sets; the full-data
 baseline is a dashed line (with its CI as a faint band) in the colour of the metric it refers to.
 """
 
@@ -136,7 +136,7 @@ def fig_metric_vs_ipc(agg: pd.DataFrame, dataset: str, metric: str,
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
     what = "IPC" if x == "ipc" else X_AXES[x].split(" (")[0]
-    fig.suptitle(f"{LABELS.get(metric, metric).split(' (')[0]} vs {what} (error bars: 95% bootstrap CI)")
+    fig.suptitle(f"{LABELS.get(metric, metric).split(' (')[0]} vs {what} (error bars: 95% t interval over sets)")
     return fig
 
 

@@ -7,10 +7,16 @@ can fit every model and let AIC choose, instead of hard-coding one functional fo
   log_linear  y = a + b * ln(IPC)  (constant gain per doubling)
 
 Fitting is least squares on the per-MODEL observations (x = the cell's IPC, y = the model's
-metric): same estimates as weighting cell means by their model counts, and covariance-based
-standard errors use all models. Because models of one distilled set are not independent, the
-covariance CIs are optimistic; ``n_boot > 0`` adds percentile CIs from refits on a two-stage
-(set, then model) bootstrap stratified by IPC, which respects that nesting.
+metric): same estimates as weighting cell means by their model counts.
+
+Intervals: only where one can be calibrated. A curve linear in its parameters (``log_linear``) has
+parameters that are linear contrasts of the per-IPC means, so each gets the Welch-Satterthwaite t
+interval over distilled sets that the trend's slope uses (``inference.welch_contrast``; sets are the
+unit, models only make each set's value more precise). The saturating power law is nonlinear in
+``c``; with 5-7 IPC values and 2-3 sets each neither its covariance nor a bootstrap gives a
+calibrated interval, so it reports point estimates and AIC only, and the report says so. (The
+former curve_fit covariance treated models as independent and the two-stage bootstrap under-covered
+at 2-3 sets per IPC.)
 
 Goodness of fit: ``r2`` is R^2 of the model-count-weighted CELL MEANS (how much of the IPC trend the
 curve explains; per-model R^2 would mostly measure model noise); ``aic``/``aicc`` are Gaussian
@@ -27,9 +33,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import optimize
 
-from ._boot import keyed_rng, percentile_ci, two_stage_means
+from .inference import level_stats, welch_contrast
 
 Starts = Callable[[np.ndarray, np.ndarray], list[list[float]]]
 
@@ -44,6 +50,9 @@ class CurveModel:
     func: Callable[..., np.ndarray]
     starts: Starts  # starting points from the data (several: the power law has local minima)
     bounds: tuple[Sequence[float], Sequence[float]] | None = None
+    #: for a curve linear in its parameters: the design matrix X(ipc) with y = X @ params, which
+    #: makes each parameter a linear contrast of per-IPC means with a calibrated interval
+    design: Callable[[np.ndarray], np.ndarray] | None = None
 
     @property
     def min_levels(self) -> int:
@@ -88,7 +97,8 @@ register_curve_model(CurveModel(
     "power_law", "a - b*IPC^-c", ("a", "b", "c"), _power_law, _power_law_starts,
     bounds=([-np.inf, -np.inf, 1e-3], [np.inf, np.inf, 10.0]),
 ))
-register_curve_model(CurveModel("log_linear", "a + b*ln(IPC)", ("a", "b"), _log_linear, _log_linear_starts))
+register_curve_model(CurveModel("log_linear", "a + b*ln(IPC)", ("a", "b"), _log_linear, _log_linear_starts,
+                                design=lambda x: np.column_stack([np.ones_like(x), np.log(x)])))
 
 
 @dataclass
@@ -102,10 +112,11 @@ class FitResult:
     n_obs: int = 0
     n_levels: int = 0
     params: dict[str, float] = field(default_factory=dict)
+    #: Welch-Satterthwaite standard error and interval over sets (curves linear in their parameters
+    #: with >= 2 sets at every IPC); empty otherwise, with the reason in ``ci_note``
     stderr: dict[str, float] = field(default_factory=dict)
-    ci_cov: dict[str, tuple[float, float]] = field(default_factory=dict)
-    ci_boot: dict[str, tuple[float, float]] = field(default_factory=dict)
-    boot_failures: int = 0
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    ci_note: str = ""
     r2: float = math.nan
     rss: float = math.nan
     aic: float = math.nan
@@ -140,15 +151,12 @@ def fit_curve(
     y: Sequence[float],
     model: str | CurveModel,
     groups: Sequence[object] | None = None,
-    n_boot: int = 0,
-    seed: int = 0,
     level: float = 0.95,
-    key: Sequence[object] = (),
 ) -> FitResult:
     """Fit ``model`` to per-model observations (x = IPC, y = metric).
 
-    groups: the distilled set (run id) of each observation, for the two-stage bootstrap; without
-    it every observation is its own set. key: extra identity for the bootstrap's keyed generator.
+    groups: the distilled set (run id) of each observation, the unit of the parameters' intervals;
+    without it every observation is its own set.
     """
     cm = CURVE_MODELS[model] if isinstance(model, str) else model
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
@@ -164,15 +172,10 @@ def fit_curve(
     if fitted is None:
         res.message = "curve_fit did not converge from any starting point"
         return res
-    p, cov = fitted
+    p, _ = fitted
     k = len(cm.params)
     res.ok = True
     res.params = dict(zip(cm.params, map(float, p)))
-    se = np.sqrt(np.clip(np.diag(cov), 0, None)) if np.all(np.isfinite(cov)) else np.full(k, np.nan)
-    res.stderr = dict(zip(cm.params, map(float, se)))
-    dof = max(len(x) - k, 1)
-    t = stats.t.ppf(0.5 + level / 2, dof)
-    res.ci_cov = {n: (float(v - t * s), float(v + t * s)) for n, v, s in zip(cm.params, p, se)}
     resid = y - cm.func(x, *p)
     res.rss = float(resid @ resid)
     n, kk = len(x), k + 1
@@ -184,49 +187,38 @@ def fit_curve(
     tss = float((counts * (means - grand) ** 2).sum())
     rss_m = float((counts * (means - cm.func(levels, *p)) ** 2).sum())
     res.r2 = 1.0 - rss_m / tss if tss > 0 else math.nan
-    if n_boot > 0:
-        _bootstrap_params(res, cm, x, y, grp, levels, p, n_boot, seed, level, key)
+    _set_intervals(res, cm, x, y, grp, level)
     return res
 
 
-def _bootstrap_params(res: FitResult, cm: CurveModel, x: np.ndarray, y: np.ndarray, grp: np.ndarray,
-                      levels: np.ndarray, p: np.ndarray, n_boot: int, seed: int, level: float,
-                      key: Sequence[object]) -> None:
-    """Percentile CIs from refits to bootstrap cell means (sets then models resampled per IPC)."""
-    rep_means, rep_counts = [], []
-    for lv in levels:
-        at = x == lv
-        sets = [y[at][grp[at] == g] for g in pd.unique(grp[at])]
-        sizes = np.array([len(s) for s in sets])
-        reps = two_stage_means(sets, n_boot, keyed_rng(seed, "fit", cm.name, *key, lv))[:, 0]
-        rep_means.append(reps)
-        rep_counts.append(sizes.sum())
-    means = np.stack(rep_means, axis=1)  # [B, L]
-    sigma = 1.0 / np.sqrt(np.asarray(rep_counts, dtype=float))
-    draws, failures = [], 0
-    for b in range(n_boot):
-        fitted = _curve_fit(cm, levels, means[b], [p], sigma=sigma)
-        if fitted is None:
-            failures += 1
-            continue
-        draws.append(fitted[0])
-    res.boot_failures = failures
-    if len(draws) >= max(10, n_boot // 2):
-        lo, hi = percentile_ci(np.array(draws), level)
-        res.ci_boot = {n: (float(a), float(b)) for n, a, b in zip(cm.params, lo, hi)}
+def _set_intervals(res: FitResult, cm: CurveModel, x: np.ndarray, y: np.ndarray, grp: np.ndarray, level: float) -> None:
+    """Welch t intervals over sets for a curve linear in its parameters (see the module docstring)."""
+    if cm.design is None:
+        res.ci_note = "nonlinear in its parameters: no calibrated interval at these sizes"
+        return
+    units = pd.DataFrame({"x": x, "y": y, "g": grp}).groupby(["x", "g"], sort=True)["y"].agg(["mean", "size"]).reset_index()
+    levels, counts, means, variances = level_stats(units["x"].to_numpy(), units["mean"].to_numpy())
+    if counts.min() < 2:
+        res.ci_note = "one set at some IPC: no interval about sets can be given"
+        return
+    weights = units.groupby("x")["size"].sum().to_numpy(float)  # the per-model least squares weights each IPC by its models
+    X = cm.design(levels)
+    A = np.linalg.solve(X.T @ (weights[:, None] * X), X.T * weights)  # params = A @ per-IPC means
+    for name, w in zip(cm.params, A):
+        _, se, _, lo, hi, _ = welch_contrast(means, variances, counts, w, level)
+        res.stderr[name] = float(se)
+        res.ci[name] = (float(lo), float(hi))
 
 
 def fit_all(
     models: pd.DataFrame,
     metrics: Sequence[str] = ("mean_acc", "class_var"),
     curve_models: Sequence[str] | None = None,
-    n_boot: int = 200,
-    seed: int = 0,
     level: float = 0.95,
 ) -> tuple[pd.DataFrame, dict[tuple, FitResult]]:
     """Fit every curve model to every (dataset, method, arch, metric) series of distilled cells.
 
-    Returns a tidy table (one row per fit: params p_<name> with se / cov CI / bootstrap CI, r2, aic,
+    Returns a tidy table (one row per fit: params p_<name> with se / CI over sets where calibrated, r2, aic,
     delta_aic, best) and the FitResult objects keyed (dataset, method, arch, metric, model).
     """
     names = list(curve_models or CURVE_MODELS)
@@ -236,17 +228,15 @@ def fit_all(
         for metric in metrics:
             for name in names:
                 key = (ds, method, arch, metric, name)
-                r = fit_curve(g["ipc"], g[metric], name, groups=g["run_id"], n_boot=n_boot, seed=seed,
-                              level=level, key=key[:4])
+                r = fit_curve(g["ipc"], g[metric], name, groups=g["run_id"], level=level)
                 results[key] = r
                 row = {"dataset": ds, "method": method, "arch": arch, "metric": metric, "model": name,
                        "formula": r.formula, "ok": r.ok, "message": r.message, "n_obs": r.n_obs,
-                       "n_levels": r.n_levels, "r2": r.r2, "aic": r.aic, "aicc": r.aicc}
+                       "n_levels": r.n_levels, "r2": r.r2, "aic": r.aic, "aicc": r.aicc, "ci_note": r.ci_note}
                 for pn, v in r.params.items():
                     row[f"p_{pn}"] = v
                     row[f"p_{pn}_se"] = r.stderr.get(pn, math.nan)
-                    row[f"p_{pn}_ci_low"], row[f"p_{pn}_ci_high"] = r.ci_cov.get(pn, (math.nan, math.nan))
-                    row[f"p_{pn}_boot_low"], row[f"p_{pn}_boot_high"] = r.ci_boot.get(pn, (math.nan, math.nan))
+                    row[f"p_{pn}_ci_low"], row[f"p_{pn}_ci_high"] = r.ci.get(pn, (math.nan, math.nan))
                 rows.append(row)
     table = pd.DataFrame(rows)
     if not table.empty:

@@ -225,6 +225,7 @@ def _select_and_build(trials: list[dict[str, Any]], loader, warnings: list[str])
     frames: list[pd.DataFrame] = []
     ordered = sorted(trials, key=lambda t: (t["status"] != FINISHED, -(t.get("start_time") or 0)))
     seen: set[str] = set()
+    cells: dict[tuple, str] = {}
     for t in ordered:
         key = t.get("trial_hash") or t["run_id"]
         if t.get("full_data"):  # one baseline per (dataset, seed): its hash changed once (ipc 1 -> null), see docs
@@ -238,6 +239,16 @@ def _select_and_build(trials: list[dict[str, Any]], loader, warnings: list[str])
         seen.add(key)
         if t["status"] != FINISHED:
             continue
+        # a sweep has one trial per (dataset, method, IPC, seed): two finished hashes of one cell come from
+        # a --resume across a change of its identity (e.g. the seeding scheme); pooling them would mix two
+        # designs in one cell, so only the newest counts
+        cell = (t.get("dataset"), t.get("method"), t.get("ipc"), t.get("seed"), bool(t.get("full_data")))
+        if t.get("trial_hash") and cell in cells:
+            t["error"] = (f"superseded by the newer run {cells[cell]} of the same cell with another trial_hash "
+                          "(its identity changed under --resume); not pooled")
+            warnings.append(f"{t.get('run_name') or t['run_id']}: {t['error']}")
+            continue
+        cells[cell] = t["run_id"]
         try:
             per_class, logged = loader(t)
             _baseline_ipc(t, per_class, warnings)

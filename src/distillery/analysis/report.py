@@ -64,8 +64,7 @@ def run_analysis(
     *,
     tune_dir: Path | None = None,
     seed: int = 0,
-    n_boot: int = 2000,
-    fit_boot: int = 200,
+    alpha: float = 0.05,
     grid_ipcs: Sequence[int] | None = None,
     pareto_cost: str | None = "images",
     include_unfinished: bool = False,
@@ -76,7 +75,8 @@ def run_analysis(
     result.json files instead (results are still logged to MLflow when the sweep can be found there).
     grid_ipcs: IPCs whose synthetic sets are drawn (default: smallest, middle, largest of the sweep).
     pareto_cost: third objective of the cost-aware front ('images', 'gpu_seconds' or None).
-    seed: every bootstrap draw derives from it, so a report is reproducible bit for bit.
+    seed: keys the planner's simulated sweeps (the minimal detectable effects), so a report is
+    reproducible bit for bit; every interval is analytic. alpha: the trend tests' level.
     """
     out_dir = Path(out_dir).expanduser().resolve()
     if pareto_cost not in (None, "images", "gpu_seconds", "compute_seconds"):
@@ -88,11 +88,11 @@ def run_analysis(
     warnings = list(data.warnings)
     models = data.models
 
-    agg = aggregate(models, n_boot=n_boot, seed=seed)
-    fits, fit_results = fit_all(models, n_boot=fit_boot, seed=seed)
+    agg = aggregate(models)
+    fits, fit_results = fit_all(models)
     trend_frames, trend_results = [], []
     for metric in ("class_var", "mean_acc"):
-        f, r = trend_all(models, metric=metric, n_boot=n_boot, seed=seed)
+        f, r = trend_all(models, metric=metric, alpha=alpha, seed=seed)
         trend_frames.append(f)
         trend_results.extend(r)
     trends = pd.concat(trend_frames, ignore_index=True)
@@ -120,7 +120,7 @@ def run_analysis(
     (out_dir / "summary.txt").write_text(summary + "\n")
     html_path = out_dir / "report.html"
     html_path.write_text(_html(data, agg, fits, trend_results, pareto, pareto_c, figures, captions, summary, warnings,
-                               seed, n_boot, fit_boot))
+                               seed, alpha))
     files = [html_path, csv_path] + [out_dir / n for n in ("fits.csv", "trends.csv", "pareto.csv", "problems.csv",
                                                           "per_class.csv", "summary.txt")] + figures
     logged = None
@@ -147,7 +147,7 @@ def _write_figures(data: SweepData, agg: pd.DataFrame, fits: dict, pareto: Paret
     for ds in sorted(agg["dataset"].unique()):
         s = slug(ds)
         keep(fig_metric_vs_ipc(agg, ds, "mean_acc", fits, colors), f"accuracy_vs_ipc_{s}",
-             f"{ds}: mean accuracy vs IPC per method and arch (95% bootstrap CIs; dotted: best-AIC fit; dashed: full data).")
+             f"{ds}: mean accuracy vs IPC per method and arch (95% t intervals over sets; dotted: best-AIC fit; dashed: full data).")
         keep(fig_metric_vs_ipc(agg, ds, "class_var", fits, colors), f"variance_vs_ipc_{s}",
              f"{ds}: class variance (mean over models of the per-model population variance) vs IPC.")
         budgets = agg[(agg["dataset"] == ds) & ~agg["is_baseline"]]
@@ -217,9 +217,9 @@ def _pct(v: float) -> str:
     return "-" if not np.isfinite(v) else f"{100 * v:.2f}"
 
 
-def _ci(lo: float, hi: float, pct: bool) -> str:
+def _ci(lo: float, hi: float, pct: bool, n_sets: int = 2) -> str:
     if not (np.isfinite(lo) and np.isfinite(hi)):
-        return ""
+        return "n/a (1 set)" if n_sets < 2 else ""
     return f"[{_pct(lo)}, {_pct(hi)}]" if pct else f"[{lo:.4g}, {hi:.4g}]"
 
 
@@ -232,9 +232,9 @@ def display_table(agg: pd.DataFrame) -> pd.DataFrame:
             "dataset": r["dataset"],
             "method": r["method"] + (" (full data)" if r["is_baseline"] else "") + (" (soft labels)" if r.get("soft_labels", False) else ""),
             "arch": r["arch"], "IPC": int(r["ipc"]), "sets": int(r["n_sets"]), "models": int(r["n_models"]),
-            "acc %": _pct(r["mean_acc"]), "acc 95% CI": _ci(r["mean_acc_ci_low"], r["mean_acc_ci_high"], True),
+            "acc %": _pct(r["mean_acc"]), "acc 95% CI": _ci(r["mean_acc_ci_low"], r["mean_acc_ci_high"], True, int(r["n_sets"])),
             "class var": f"{r['class_var']:.4g}",
-            "var 95% CI": _ci(r["class_var_ci_low"], r["class_var_ci_high"], False),
+            "var 95% CI": _ci(r["class_var_ci_low"], r["class_var_ci_high"], False, int(r["n_sets"])),
             "worst %": _pct(r["worst_class_acc"]), "gap %": _pct(r["gap"]),
         })
     return pd.DataFrame(rows)
@@ -287,13 +287,12 @@ def _fits_display(fits: pd.DataFrame) -> pd.DataFrame:
         params = []
         for p in ("a", "b", "c"):
             if f"p_{p}" in r and np.isfinite(r.get(f"p_{p}", np.nan)):
-                lo, hi = r.get(f"p_{p}_boot_low", np.nan), r.get(f"p_{p}_boot_high", np.nan)
-                src = "boot"
-                if not np.isfinite(lo):
-                    lo, hi, src = r[f"p_{p}_ci_low"], r[f"p_{p}_ci_high"], "cov"
-                params.append(f"{p}={r[f'p_{p}']:.4g} [{lo:.4g}, {hi:.4g}]{'' if src == 'boot' else '*'}")
+                lo, hi = r.get(f"p_{p}_ci_low", np.nan), r.get(f"p_{p}_ci_high", np.nan)
+                params.append(f"{p}={r[f'p_{p}']:.4g}" + (f" [{lo:.4g}, {hi:.4g}]" if np.isfinite(lo) else ""))
+        note = r.get("ci_note", "")
+        text = "; ".join(params) + (f" ({note})" if params and isinstance(note, str) and note else "")
         rows.append({"dataset": r["dataset"], "method": r["method"], "arch": r["arch"], "metric": r["metric"],
-                     "model": r["model"], "formula": r["formula"], "parameters [95% CI]": "; ".join(params) or r["message"],
+                     "model": r["model"], "formula": r["formula"], "parameters [95% CI]": text or r["message"],
                      "R² (cell means)": r["r2"], "AIC": r["aic"], "ΔAIC": r.get("delta_aic", np.nan),
                      "best": "✓" if r.get("best") else ""})
     return pd.DataFrame(rows)
@@ -305,36 +304,46 @@ def _img(path: Path) -> str:
 
 def _html(data: SweepData, agg: pd.DataFrame, fits: pd.DataFrame, trends: list[TrendResult], pareto: ParetoResult,
           pareto_c: ParetoResult | None, figures: list[Path], captions: dict[Path, str], summary: str,
-          warnings: list[str], seed: int, n_boot: int, fit_boot: int) -> str:
+          warnings: list[str], seed: int, alpha: float) -> str:
     e = html.escape
     title = f"distillery analysis: {data.experiment_name or data.source}"
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{_CSS}</style></head><body>",
              f"<h1>{e(title)}</h1>",
              f"<p>Source: <code>{e(data.source)}</code><br>Generated {e(_dt.datetime.now().isoformat(timespec='seconds'))}; "
-             f"bootstrap seed {seed}, {n_boot} replicates ({fit_boot} for fits).</p>"]
+             f"intervals: t over distilled sets (cells), Welch-Satterthwaite t (trends, linear fits); trend tests at "
+             f"alpha {alpha:g}; planner seed {seed}.</p>"]
     if warnings:
         parts.append("<h2>Warnings</h2>" + "".join(f"<p class='warn'>{e(w)}</p>" for w in warnings))
     parts.append("<h2>Claim check: does class variance grow with IPC?</h2><ul>")
     for t in trends:
         cls = {True: "holds", False: "contra" if t.direction == "decreasing" else "neutral"}.get(t.claim_holds, "neutral")
         if t.metric == "class_var":
-            parts.append(f"<li class='{cls}'>{e(t.verdict)}</li>")
+            mde = (f" <strong>Minimal detectable rise (80% power, planner): {t.mde:.3g}</strong>"
+                   if np.isfinite(t.mde) else " <strong>Minimal detectable rise: n/a (needs 2+ sets at every IPC)</strong>")
+            parts.append(f"<li class='{cls}'>{e(t.verdict)}{mde}</li>")
     parts.append("</ul><p>Accuracy trend (the study also claims accuracy rises with IPC):</p><ul>")
     parts += [f"<li>{e(t.verdict)}</li>" for t in trends if t.metric == "mean_acc"]
     parts.append("</ul>")
     parts.append("<h2>Per-cell results</h2><p>Mean over all evaluation models of a cell (sets x models); "
                  "class var = mean per-model population variance of per-class accuracies (fraction²); "
-                 "CIs: two-stage (set, model) bootstrap percentile intervals.</p>" + _table(display_table(agg)))
-    parts.append("<h2>Trade-off curve fits</h2><p>Least squares on per-model observations. CIs from a bootstrap "
-                 "(sets then models resampled per IPC); * = from the curve_fit covariance (bootstrap unavailable). "
+                 "CIs: t intervals over the cell's distilled sets (each set = the mean of its models); "
+                 "n/a with one set, where no interval about sets can be given.</p>" + _table(display_table(agg)))
+    parts.append("<h2>Trade-off curve fits</h2><p>Least squares on per-model observations. CIs: Welch-Satterthwaite "
+                 "t over sets for curves linear in their parameters (log-linear); the power law is nonlinear and "
+                 "gets none (no calibrated interval at these sizes). "
                  "R² of model-count-weighted cell means; AIC on per-model observations; lowest AIC = best.</p>"
                  + _table(_fits_display(fits)))
     tcols = ["dataset", "method", "arch", "metric", "n_units", "n_levels", "rho", "p_value", "p_adjusted", "slope",
-             "slope_ci_low", "slope_ci_high", "effect", "effect_ci_low", "effect_ci_high", "effect_vs_baseline", "direction"]
+             "slope_ci_low", "slope_ci_high", "slope_df", "effect", "effect_ci_low", "effect_ci_high", "effect_vs_baseline",
+             "mde", "min_sets", "direction"]
     tdf = pd.DataFrame([t.__dict__ for t in trends])
     parts.append("<h2>Trend tests</h2><p>p_adjusted: Holm over the series of one metric (what the verdicts use); "
-                 "effect: the metric at the largest IPC minus at the smallest, with its bootstrap CI "
-                 "(class variance in fraction²), and as a multiple of the full-data baseline's value.</p>"
+                 "slope and effect intervals: Welch-Satterthwaite t over set means (df: its degrees of freedom); "
+                 "effect: the metric at the largest IPC minus at the smallest, with its CI "
+                 "(class variance in fraction²), and as a multiple of the full-data baseline's value; "
+                 "mde: the smallest rise from the smallest to the largest IPC that this design and its measured "
+                 "noise detect with 80% power (the planner, as `distillery sweep --dry-run --plan`); min_sets: "
+                 "the fewest sets at one IPC.</p>"
                  + _table(tdf[tcols] if len(tdf) else tdf))
     parts.append("<h2>Pareto fronts</h2><p>Across methods x IPC within each dataset and arch; full-data baseline "
                  "excluded. Hypervolume is exact, w.r.t. the stated reference point.</p>" + _table(pareto.summary))
