@@ -242,3 +242,19 @@ def test_two_identities_of_one_cell_are_never_pooled():
                                       loader, warnings)
     assert sorted(models["run_id"].unique()) == ["new", "s1"]
     assert "not pooled" in frame.set_index("run_id").loc["old", "error"] and any("not pooled" in w for w in warnings)
+
+
+def test_verdicts_name_the_interval_the_sets_and_what_lacked_power():
+    from distillery.analysis.trend import trend_all
+
+    frames = []
+    for method, slope in (("up", 4e-4), ("flat", 0.0)):
+        ipc, y, g = _trend_data(slope, seed=4)
+        frames.append(pd.DataFrame({"dataset": "toy", "method": method, "arch": "convnet", "ipc": ipc, "class_var": y,
+                                    "run_id": [f"{method}{k}" for k in g], "full_data": False}))
+    _, (flat, up) = trend_all(pd.concat(frames, ignore_index=True))
+    assert up.claim_holds is True and "Welch-Satterthwaite t over set means" in up.verdict
+    assert "n = 21 sets over 7 IPC values, 3 per IPC" in up.verdict and up.min_sets == 3
+    assert flat.direction == "none" and "the rank test finds no significant trend" in flat.verdict
+    assert "the slope's 95% CI includes 0" in flat.verdict
+    assert np.isfinite(flat.mde) and f"at least {flat.mde:+.3g} from IPC 1 to 30 with 80% power" in flat.verdict

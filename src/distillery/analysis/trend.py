@@ -160,12 +160,12 @@ def trend_test(
                   effect=effect, effect_ci_low=e_lo, effect_ci_high=e_hi, effect_vs_baseline=rel,
                   slope_df=s_df, effect_df=e_df)
     metric_words = "class variance" if metric == "class_var" else metric
-    claim_tail = f": the study's claim ('{CLAIM}') is" if metric == "class_var" else ""
+    claim_tail = f": the study's claim ('{CLAIM}')" if metric == "class_var" else ""
     if not math.isfinite(lo):
         alone = [str(int(lv)) if float(lv).is_integer() else f"{lv:g}" for lv, c in zip(levels, counts) if c < 2]
         words = (f"no interval about sets can be given with one set at IPC {', '.join(alone)} (the set-to-set noise "
                  f"there is unknown; run at least 2 seeds per IPC)")
-        tail = f"{claim_tail} UNTESTED by this sweep" if metric == "class_var" else ": the trend is untested"
+        tail = f"{claim_tail} is UNTESTED by this sweep" if metric == "class_var" else ": the trend is untested"
         return TrendResult(**result, direction="untested", claim_holds=None,
                            verdict=f"{what}: {words}{tail} ({rank}; OLS slope {slope:+.3g} per IPC).")
     up, down = (bool(v) for v in decide(rho, p_used, lo, hi, alpha))
@@ -183,8 +183,8 @@ def trend_test(
             f"(df {s_df:.1f}); IPC {levels[0]:g} -> {levels[-1]:g}: {effect:+.3g} [{e_lo:+.3g}, {e_hi:+.3g}]{times}")
     power = ""
     if direction in ("none", "mixed") and mde is not None and math.isfinite(mde):
-        power = (f"; this design detects a change of {metric_words} of at least {mde:.3g} from IPC {levels[0]:g} to "
-                 f"{levels[-1]:g} with 80% power, so a smaller one may be hidden")
+        power = (f"; the planner: this design and its noise detect a rise of {metric_words} of at least {mde:+.3g} from "
+                 f"IPC {levels[0]:g} to {levels[-1]:g} with 80% power, so a smaller one may be hidden")
     found = what_tests_found(sig, rho, lo, hi, level)
     if metric != "class_var":
         claim = {"increasing": f"{metric_words} increases with IPC",
@@ -193,9 +193,9 @@ def trend_test(
                  "none": f"{found}: no significant monotone trend of {metric_words} with IPC"}[direction]
     else:
         claim = {"increasing": f"{metric_words} increases with IPC{claim_tail} HOLDS for this sweep",
-                 "decreasing": f"{metric_words} DECREASES with IPC{claim_tail} CONTRADICTED by this sweep",
-                 "mixed": f"{found}{claim_tail} INCONCLUSIVE for this sweep",
-                 "none": f"{found}{claim_tail} NOT SUPPORTED by this sweep"}[direction]
+                 "decreasing": f"{metric_words} DECREASES with IPC{claim_tail} is CONTRADICTED by this sweep",
+                 "mixed": f"{found}{claim_tail} is INCONCLUSIVE for this sweep",
+                 "none": f"{found}{claim_tail} is NOT SUPPORTED by this sweep"}[direction]
     return TrendResult(**result, direction=direction, claim_holds=holds, verdict=f"{what}: {claim} ({stat}{power}).")
 
 

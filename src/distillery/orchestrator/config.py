@@ -178,6 +178,18 @@ class FullBaseline(BaseModel):
     seeds: list[int] | None = None
 
 
+class StatsEntry(BaseModel):
+    """How the analysis judges the study's claim and what the planner (``--dry-run --plan``) aims at."""
+
+    model_config = _STRICT
+    alpha: float = Field(0.05, gt=0, lt=1)  # the trend tests' level (rank test, Holm over the series)
+    power: float = Field(0.8, gt=0, lt=1)  # the planner's target power
+    #: the rise of class variance (fraction^2) from the smallest to the largest IPC the planner sizes
+    #: the study for; the fairness study states its effect in figures only, so this is the user's
+    #: choice (default: a third of the full-data ConvNet's class variance in the CIFAR-10 laptop study)
+    target_effect: float = Field(0.005, gt=0)
+
+
 class RunConfig(BaseModel):
     """What a sweep and a tuning run share (datasets, IPCs, where results go, how Ray runs trials),
     defined once: `SweepConfig` and `tune_config.TuneConfig` add their own fields."""
@@ -263,6 +275,7 @@ class SweepConfig(RunConfig):
     resources: ResourceConfig = ResourceConfig()
     checkpoint_every_s: float = Field(30.0, gt=0)
     analyze: bool = True  # run `distillery analyze` at the end
+    stats: StatsEntry = StatsEntry()
 
     @field_validator("methods", mode="before")
     @classmethod

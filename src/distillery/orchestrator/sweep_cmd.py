@@ -20,6 +20,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--estimate", action="store_true",
                    help="before starting (or with --dry-run, instead), print each trial's and the sweep's estimated time on this "
                         "machine, from a short calibration run per trial shape (cached per machine)")
+    p.add_argument("--plan", action="store_true",
+                   help="before starting (or with --dry-run, instead), print per (method, arch) series the smallest rise of class "
+                        "variance the design detects (stats.power, stats.alpha) and the sets per IPC that stats.target_effect needs")
+    p.add_argument("--pilot", metavar="EXPERIMENT",
+                   help="with --plan: take the set- and model-level noise from this finished sweep (an MLflow experiment in "
+                        "the tracking store) instead of the documented defaults")
     p.add_argument("--recalibrate", action="store_true", help="with --estimate: measure again instead of using cached calibrations")
     p.add_argument("--storage-path", help="where trial checkpoints/results live (shared storage on a multi-node cluster)")
     p.add_argument("--no-analyze", action="store_true", help="skip `distillery analyze` at the end")
@@ -33,6 +39,8 @@ def main(args: argparse.Namespace) -> int:
 
     if args.recalibrate and not args.estimate:  # a silently ignored flag would leave the cache in use
         raise UserError("--recalibrate only applies to the estimate; add --estimate (e.g. --dry-run --estimate --recalibrate)")
+    if args.pilot and not args.plan:
+        raise UserError("--pilot only applies to the plan; add --plan (e.g. --dry-run --plan --pilot EXPERIMENT)")
 
     overrides = run_overrides(args, {"storage_path": "storage_path"})
     if args.no_analyze:
@@ -45,6 +53,8 @@ def main(args: argparse.Namespace) -> int:
 
     if args.dry_run:
         print(trial_table(expand(config), TrialStore(config.storage_path, config.name)))
+    if args.plan:
+        _print_plan(config, args.pilot)
     if args.estimate:
         _print_estimate(config, recalibrate=args.recalibrate)
     if args.dry_run:
@@ -75,6 +85,13 @@ def main(args: argparse.Namespace) -> int:
     return 0 if outcome.ok else 1
 
 
+def _print_plan(config, pilot: str | None) -> None:
+    from .plan import describe_plan, pilot_noise, plan_sweep
+
+    noise = pilot_noise(config, pilot) if pilot else None
+    print(describe_plan(config, plan_sweep(config, noise)), flush=True)
+
+
 def _print_estimate(config, recalibrate: bool = False) -> None:
     from .cost import describe, estimate_sweep
     from .grid import expand
@@ -100,7 +117,8 @@ def _analyze(config, outcome) -> None:
 
     out_dir = analysis_dir(config.storage_path, config.name)
     try:
-        res = run_analysis(config.name, config.tracking_uri, out_dir, parent_run_id=outcome.parent_run_id)
+        res = run_analysis(config.name, config.tracking_uri, out_dir, parent_run_id=outcome.parent_run_id,
+                           alpha=config.stats.alpha)
     except Exception as exc:  # the sweep's results are safe; analysis can be rerun with `distillery analyze`
         rerun = command("distillery", "analyze", "--experiment", config.name, "--tracking-uri", config.tracking_uri, "--out", str(out_dir))
         print(f"analysis failed ({type(exc).__name__}: {exc}); rerun with: {rerun}", file=sys.stderr)

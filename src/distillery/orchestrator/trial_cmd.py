@@ -153,7 +153,8 @@ def format_summary(s: dict) -> str:
             lines.append(f"  {name:<{width}}{100 * acc:>12.2f}")
         lo, hi = a["ci95"]
         lines += [
-            f"  mean per-class accuracy  {100 * a['mean_acc']:.2f}% +- {100 * a['mean_acc_std']:.2f} (95% CI {100 * lo:.2f}..{100 * hi:.2f})",
+            f"  mean per-class accuracy  {100 * a['mean_acc']:.2f}% +- {100 * a['mean_acc_std']:.2f} (95% CI over this set's models {100 * lo:.2f}..{100 * hi:.2f}: "
+            "how well this one set is measured, not how another draw of it would score; a sweep's seeds give that)",
             f"  overall accuracy         {100 * a['overall_acc']:.2f}%",
             f"  class variance           {a['class_var']:.5f} fraction^2  (std {100 * a['class_std']:.2f} points)",
             f"  worst class              {100 * a['worst_class_acc']:.2f}%",
