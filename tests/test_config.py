@@ -129,6 +129,23 @@ _DRY_RUN_CASES = [
     ({"name": ".."}, [], "'..' cannot be a folder name"),
     ({"name": ".hidden"}, [], "cannot be a folder name"),
     ({"storage_path": "s3://bucket/runs"}, [], "storage_path: 's3://bucket/runs' is a s3:// URI"),
+    # the second hardening round: each used to pass --dry-run (or end in a traceback)
+    ({"device": "cdua"}, [], "device 'cdua' is not one of auto, cpu, cuda, cuda:N, mps"),
+    ({"device": "cuda"}, [], "device: 'cuda' but resources.gpu is 0"),
+    ({}, ["resources.cpu=.inf"], "resources.cpu: Input should be a finite number"),
+    ({}, ["resources.gpu=.inf"], "resources.gpu: Input should be a finite number"),
+    ({"num_gpus": 0}, ["resources.gpu=1"], "no node of this machine (a local Ray instance) can hold trials asking for cpu 1, gpu 1"),
+    ({}, ["resources.cpu=4096"], "can hold trials asking for cpu 4096, gpu 0"),
+    ({}, ["resources.overrides=[{ipc: [7], cpu: 2}]"], "resources.overrides.0.ipc: IPC [7] matches no trial of the sweep"),
+    ({}, ["eval.archs=[convnet, convnet]"], "archs has duplicates"),
+    ({}, ["ipcs=[yes, 2]"], "ipcs.0: Input should be a valid integer"),
+    ({"tracking_uri": "htp:/nowhere"}, [], "tracking_uri 'htp:/nowhere' is not an MLflow tracking store"),
+    ({"methods": {"random": {}, "mtt": {"params": {"buffer_dir": "s3://bucket/x"}}}}, [],
+     "methods.mtt.params.buffer_dir: 's3://bucket/x' is a s3:// URI"),
+    ({"storage_path": "/proc/version/runs"}, [], "storage_path: /proc/version/runs cannot be a folder"),
+    ({}, ["eval.arch_options.convnet.pooling=avgpoool"], "convnet option pooling must be one of avgpool, maxpool, none"),
+    ({"methods": {"random": {"ipcs": [1, 1]}}}, [], "ipcs has duplicates: [1, 1]"),
+    ({"full_baseline": {"enabled": True, "seeds": [0, 0]}}, [], "seeds has duplicates: [0, 0]"),
 ]
 
 

@@ -35,7 +35,8 @@ def test_plan_prints_a_minimal_detectable_effect_per_series(config, series, caps
     from distillery.orchestrator.cli import main
 
     monkeypatch.chdir(tmp_path)  # nothing may be written where the user stands
-    assert main(["sweep", str(ROOT / config), "--dry-run", "--plan"]) == 0
+    # a GPU grid is planned anywhere; the local resource check needs a node that could hold its trials
+    assert main(["sweep", str(ROOT / config), "--dry-run", "--plan", "--set", "num_cpus=8", "--set", "num_gpus=1"]) == 0
     out = capsys.readouterr().out
     rows = _rows(out)
     assert sorted(rows) == sorted(series), out
@@ -79,3 +80,12 @@ def test_plan_takes_the_noise_of_a_pilot_sweep(tmp_path, capsys):
     assert "--pilot no-such-sweep" in capsys.readouterr().err
     assert main(["sweep", str(path), "--dry-run", "--pilot", "pilot-sweep"]) == 2
     assert "add --plan" in capsys.readouterr().err
+
+
+def test_a_gpu_grid_on_a_cpu_machine_plans_then_exits_2(capsys, tmp_path, monkeypatch):
+    from distillery.orchestrator.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", str(ROOT / "configs/paper_fairness_cifar10.yaml"), "--dry-run", "--plan", "--set", "num_gpus=0"]) == 2
+    captured = capsys.readouterr()
+    assert "Study plan" in captured.out and "no node of this machine" in captured.err and "gpu 0.5" in captured.err

@@ -21,7 +21,7 @@ from distillery.methods.errors import UserError
 from distillery.methods.eval import EvalConfig
 from distillery.methods.schema import FULL_DATA_METHOD
 
-from .derived import STRICT, dataclass_kwargs, dataclass_model
+from .derived import STRICT, StrictInt, StrictPositiveInt, dataclass_kwargs, dataclass_model
 from .yamlio import read_yaml
 
 _STRICT = STRICT
@@ -44,6 +44,32 @@ def local_storage_path(value: str) -> str:
         f"{value!r} is a {m.group(1)}:// URI, which distillery cannot write trial checkpoints to yet; use a folder "
         "that every node mounts (local disk for one machine, NFS or similar for a cluster)"
     )
+
+
+#: what ``device`` may say: torch's device strings that distillery can place a trial on
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+#: MLflow tracking stores distillery can write to (MLflow 3 refuses the old file store)
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
+def check_device(value: str) -> str:
+    if not DEVICE_PATTERN.match(value):
+        raise ValueError(f"device {value!r} is not one of auto, cpu, cuda, cuda:N, mps (auto: a GPU when the trial "
+                         "has one, else the CPU)")
+    return value
+
+
+def check_tracking_uri(value: str | None) -> str | None:
+    """A tracking URI MLflow can open: a known scheme written ``scheme://...``; a bare path is refused
+    (MLflow 3 has no file store), a typo such as ``htp:/x`` is named instead of failing in the driver."""
+    if value is None:
+        return value
+    m = _URI_SCHEME.match(value)
+    scheme = m.group(1).lower().split("+")[0] if m else None
+    if scheme not in TRACKING_SCHEMES:
+        raise ValueError(f"tracking_uri {value!r} is not an MLflow tracking store distillery can use; write one of "
+                         f"{', '.join(s + '://' for s in TRACKING_SCHEMES)} (e.g. sqlite:///mlflow.db or http://HOST:5000)")
+    return value
 
 
 def check_name(value: str) -> str:
@@ -112,7 +138,7 @@ class ResourceOverride(BaseModel):
 
     model_config = _STRICT
     method: str | None = None
-    ipc: list[PositiveInt] | None = None
+    ipc: list[StrictPositiveInt] | None = None
     cpu: float | None = Field(None, gt=0)
     gpu: float | None = Field(None, ge=0)
     gpu_memory_fraction: float | None = Field(None, gt=0, le=1)
@@ -141,7 +167,14 @@ class MethodEntry(BaseModel):
     model_config = _STRICT
     params: dict[str, Any] = Field(default_factory=dict)
     per_ipc: dict[PositiveInt, dict[str, Any]] = Field(default_factory=dict)
-    ipcs: list[PositiveInt] | None = None
+    ipcs: list[StrictPositiveInt] | None = None
+
+    @field_validator("ipcs")
+    @classmethod
+    def _unique_ipcs(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"ipcs has duplicates: {v}; each IPC is one trial per seed, list it once")
+        return v
 
     def params_for(self, ipc: int) -> dict[str, Any]:
         return {**self.params, **self.per_ipc.get(ipc, {})}
@@ -162,8 +195,15 @@ class EvalEntry(_EvalFields):  # type: ignore[misc,valid-type]
     architectures, K models per architecture and each architecture's options."""
 
     archs: list[str] = Field(default_factory=lambda: ["convnet"], min_length=1)
-    models: PositiveInt = 10
+    models: StrictPositiveInt = 10
     arch_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("archs")
+    @classmethod
+    def _unique_archs(cls, v: list[str]) -> list[str]:
+        if len({a.lower() for a in v}) != len(v):
+            raise ValueError(f"archs has duplicates: {v}; each network is evaluated once per set, list it once")
+        return v
 
     def protocol(self) -> EvalConfig:
         """The core's evaluation protocol these fields describe."""
@@ -175,7 +215,14 @@ class FullBaseline(BaseModel):
 
     model_config = _STRICT
     enabled: bool = False
-    seeds: list[int] | None = None
+    seeds: list[StrictInt] | None = None
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"seeds has duplicates: {v}; one baseline trial per seed, list each once")
+        return v
 
 
 class StatsEntry(BaseModel):
@@ -198,12 +245,12 @@ class RunConfig(BaseModel):
 
     name: RunName
     datasets: list[DatasetEntry] = Field(min_length=1)
-    ipcs: list[PositiveInt] = Field(min_length=1)
+    ipcs: list[StrictPositiveInt] = Field(min_length=1)
     max_concurrent_trials: PositiveInt | None = None
     max_failures: int = Field(1, ge=0)  # retries of a failed trial; then it is recorded as failed
-    tracking_uri: str | None = None
+    tracking_uri: Annotated[str | None, AfterValidator(check_tracking_uri)] = None
     storage_path: StoragePath = "distillery-runs"
-    device: str = "auto"
+    device: Annotated[str, AfterValidator(check_device)] = "auto"
     num_cpus: PositiveInt | None = None  # for a local Ray instance (default: all cores)
     num_gpus: float | None = Field(None, ge=0)  # for a local Ray instance (a pretend GPU in tests)
 
@@ -269,7 +316,7 @@ class RunConfig(BaseModel):
 
 class SweepConfig(RunConfig):
     methods: dict[str, MethodEntry] = Field(min_length=1)
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[StrictInt] = Field(min_length=1)
     eval: EvalEntry = EvalEntry()
     full_baseline: FullBaseline = FullBaseline()
     resources: ResourceConfig = ResourceConfig()
@@ -347,7 +394,16 @@ def absolute_method_paths(method: str, params: Mapping[str, Any], base: Path) ->
     from distillery.methods.distill import load_all  # noqa: F401  (registers every method)
 
     paths = METHODS.get(method).path_options if method in METHODS.names() else ()
-    return {k: (_abs(str(v), base) if k in paths and isinstance(v, (str, os.PathLike)) else v) for k, v in params.items()}
+    for k in paths:
+        m = _URI_SCHEME.match(str(params.get(k, "")))
+        if m and m.group(1).lower() != "file":  # an object store would silently become a local folder named "s3:"
+            raise UserError(f"methods.{method}.params.{k}: {params[k]!r} is a {m.group(1)}:// URI; distillery reads and "
+                            "writes it with local file operations, so use a folder every node mounts (local disk or NFS)")
+    return {k: (_abs(_file_path(str(v)), base) if k in paths and isinstance(v, (str, os.PathLike)) else v) for k, v in params.items()}
+
+
+def _file_path(value: str) -> str:
+    return value[len("file://"):] or "/" if value.lower().startswith("file://") else value
 
 
 def load_config(path: str | Path, overrides: Mapping[str, str] | None = None, base_dir: Path | None = None) -> SweepConfig:
@@ -403,6 +459,8 @@ def check_names(config: SweepConfig, source: str) -> None:
         raise UserError(f"{source}: {field}: {msg}")
 
     check_datasets_and_eval(config.datasets, config.eval, fail)
+    gpus = [config.resources.for_trial(m, ipc).gpu for m, e in config.methods.items() for ipc in (e.ipcs or config.ipcs)]
+    check_device_resources(config.device, gpus, fail)
     if FULL_DATA_METHOD in config.methods:
         fail("methods.full", "the full-data baseline is not a per-IPC method; set full_baseline: {enabled: true} instead")
     for name, entry in config.methods.items():
@@ -422,11 +480,27 @@ def check_names(config: SweepConfig, source: str) -> None:
                     method.make_config(d.name, ipc, entry.params_for(ipc), training_subset=d.training_subset)
                 except UserError as exc:
                     fail(f"methods.{name}.params", str(exc))
-    for o in config.resources.overrides:
+    grid_ipcs = {ipc for name, entry in config.methods.items() for ipc in (entry.ipcs or config.ipcs)}
+    for i, o in enumerate(config.resources.overrides):
+        targets = [config.methods[o.method]] if o.method in config.methods else list(config.methods.values())
+        cells = {ipc for entry in targets for ipc in (entry.ipcs or config.ipcs)}
+        missing = sorted(set(o.ipc or ()) - cells)
+        if missing and o.method != FULL_DATA_METHOD:
+            whose = f"method {o.method!r}" if o.method else "the sweep"
+            fail(f"resources.overrides.{i}.ipc", f"IPC {missing} matches no trial of {whose} (IPCs {sorted(cells or grid_ipcs)}), "
+                 "so the override would never apply; fix the IPC or remove it")
         if o.method == FULL_DATA_METHOD and o.ipc is not None:
             fail("resources.overrides.ipc", f"the full-data baseline ({FULL_DATA_METHOD}) has no IPC; drop ipc from its override")
         if o.method is not None and o.method not in config.methods and o.method != FULL_DATA_METHOD:  # overrides may target the baseline cell by its label
             fail("resources.overrides.method", f"{o.method!r} is not one of the sweep's methods {sorted(config.methods)}")
+
+
+def check_device_resources(device: str, gpus: list[float], fail: Callable[[str, str], None]) -> None:
+    """``device: cuda`` needs a GPU in every trial's resources: Ray hides GPUs from a trial that
+    asked for none, so it would run on the CPU (or fail) while the config says cuda."""
+    if device.startswith("cuda") and min(gpus, default=0) <= 0:
+        fail("device", f"{device!r} but resources.gpu is 0 for some trials, which Ray then gives no GPU; set resources.gpu "
+             "(e.g. 1, or 0.5 to share one) or device: auto")
 
 
 def format_validation_error(exc: ValidationError, source: str, kind: str = "sweep") -> str:

@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, Strict, create_model
 
-STRICT = ConfigDict(extra="forbid", frozen=True)
+#: unknown fields refused, values frozen, and no inf/NaN in any number (``gpu: .inf`` used to pass
+#: validation and overflow later)
+STRICT = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+#: an integer that YAML's ``yes``/``true`` cannot become (lax pydantic turns True into 1)
+StrictPositiveInt = Annotated[int, Strict(), Field(gt=0)]
+StrictInt = Annotated[int, Strict()]
 
 
 def dataclass_model(

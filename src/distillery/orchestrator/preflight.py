@@ -59,6 +59,30 @@ def check_datasets_present(entries: Sequence[DatasetEntry], max_ipc: int | None,
                  f"use IPCs <= {smallest}" + (" or a larger datasets[%d].subset_per_class" % i if entry.subset_per_class else ""))
 
 
+def check_writable(path: str, field: str, fail: Fail) -> None:
+    """``path`` (a folder the run will create if needed) can be written: its nearest existing
+    ancestor is a folder that takes a temporary file (written and removed, so a dry run leaves no
+    trace). Checked before Ray and MLflow start, so a run never dies inside Tune leaving a parent run
+    behind that would then force --resume."""
+    from pathlib import Path
+
+    p = Path(path)
+    probe = p
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        fail(field, f"{path} cannot be a folder: {probe} is a file; choose another path")
+        return
+    import tempfile
+
+    try:  # a real write (then removed): permissions, read-only mounts and quotas all show here, even for root
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        fail(field, f"{path} cannot be written ({probe}: {exc.strerror or exc}); choose a folder you can write, "
+             f"e.g. --set {field}=$HOME/distillery-runs")
+
+
 def check_config_files(config: Any, source: str, validation_per_class: int | None = None, command: str = "sweep") -> None:
     """``check_datasets_present`` for a resolved sweep or tuning config (both have ``datasets``,
     ``ipcs`` and ``methods`` whose entries may replace ``ipcs``), raising UserError naming ``source``."""
@@ -66,5 +90,6 @@ def check_config_files(config: Any, source: str, validation_per_class: int | Non
     def fail(field: str, msg: str) -> None:
         raise UserError(f"{source}: {field}: {msg}")
 
+    check_writable(config.storage_path, "storage_path", fail)
     ipcs = [ipc for entry in config.methods.values() for ipc in (entry.ipcs or config.ipcs)]  # `full` is never a method here
     check_datasets_present(config.datasets, max(ipcs), fail, validation_per_class=validation_per_class, command=command)

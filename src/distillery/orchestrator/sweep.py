@@ -76,6 +76,9 @@ def run_sweep(config: SweepConfig, resume: bool = False, address: str | None = N
     by_hash = {p.trial_hash: p for p in plans}
     store = TrialStore(config.storage_path, config.name)
     check_data(config, plans)  # before MLflow and Ray: bad data input costs seconds and leaves nothing behind
+    from .capacity import check_capacity
+
+    check_capacity([(p.name, p.resources.cpu, p.resources.gpu) for p in plans], address, config.num_cpus, config.num_gpus)
     tracker = SweepTracker(config.tracking_uri, config.name)
     outcome = SweepOutcome(plans)
 

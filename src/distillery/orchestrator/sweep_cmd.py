@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from distillery.analysis.paths import analysis_dir
@@ -58,6 +59,11 @@ def main(args: argparse.Namespace) -> int:
     if args.estimate:
         _print_estimate(config, recalibrate=args.recalibrate)
     if args.dry_run:
+        if not (args.address or os.environ.get("RAY_ADDRESS")):  # after the table and plan, which describe the grid anywhere
+            from .capacity import check_fits, local_nodes
+
+            check_fits([(p.name, p.resources.cpu, p.resources.gpu) for p in expand(config)],
+                       local_nodes(config.num_cpus, config.num_gpus), "this machine (a local Ray instance)")
         return 0
     outcome = run_sweep(config, resume=args.resume, address=args.address)
     from .progress import summary_table

@@ -16,7 +16,8 @@ from pydantic import BaseModel, Field, PositiveInt, field_validator, model_valid
 from distillery.methods.errors import UserError
 from distillery.methods.schema import FULL_DATA_METHOD
 
-from .config import _STRICT, EvalEntry, Resources, RunConfig, abs_sqlite_uri, absolute_method_paths, check_datasets_and_eval
+from .config import (_STRICT, EvalEntry, Resources, RunConfig, abs_sqlite_uri, absolute_method_paths, check_datasets_and_eval,
+                     check_device_resources)
 
 #: metrics a tuning trial reports, with the direction that makes them better
 OBJECTIVE_MODES: dict[str, str] = {
@@ -176,6 +177,7 @@ def _check_methods(config: TuneConfig, source: str) -> None:
         raise UserError(f"{source}: {field}: {msg}")
 
     check_datasets_and_eval(config.datasets, config.eval, fail)
+    check_device_resources(config.device, [config.resources.gpu], fail)
     for i, d in enumerate(config.datasets):
         if d.test_subset_per_class is not None:
             fail(f"datasets[{i}].test_subset_per_class", "tuning never touches the test split; drop it (validation_per_class sets the validation size)")

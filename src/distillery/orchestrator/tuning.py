@@ -192,6 +192,10 @@ def run_tuning(config: TuneConfig, resume: bool = False, address: str | None = N
                     check_ipc(data, c.ipc)
                 except UserError as exc:
                     raise UserError(f"ipcs: {exc}") from None
+    from .capacity import check_capacity  # a trial no node can hold would wait forever
+
+    check_capacity([(c.study_name(config), config.resources.cpu, config.resources.gpu) for c in todo], address,
+                   config.num_cpus, config.num_gpus)
 
     tracker = SweepTracker(config.tracking_uri, config.name)
     parent = tracker.start_parent(_config_hash(config), resume, kind=TUNE_KIND)

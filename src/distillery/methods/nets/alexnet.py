@@ -31,6 +31,8 @@ class AlexNet(FeatureClassifier):
         super().__init__()
         if isinstance(width, bool) or not isinstance(width, int) or width < 2 or width % 2:
             raise UserError(f"alexnet option width must be an even integer >= 2 (e.g. 32 for a CPU study; 128 is the papers'), got {width!r}")
+        if norm not in ("none", "batchnorm"):  # any other word used to mean "no norm" silently
+            raise UserError(f"alexnet option norm must be 'none' or 'batchnorm', got {norm!r}")
         c1, c2, c3 = width, width * 3 // 2, width * 2
         pad0 = 4 if channels == 1 and tuple(image_size) == (28, 28) else 2
         size = [image_size[0] + 2 * pad0 - 4, image_size[1] + 2 * pad0 - 4]

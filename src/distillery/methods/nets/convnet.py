@@ -11,7 +11,12 @@ import warnings
 
 from torch import nn
 
+from ..errors import UserError
 from .registry import FeatureClassifier, flat_features, make_norm, register_network
+
+#: the ConvNet's choices (the DD references' ``net_pooling`` and ``net_act``); "none" keeps the maps' size
+POOLINGS = ("avgpool", "maxpool", "none")
+ACTIVATIONS = {"relu": nn.ReLU, "leakyrelu": nn.LeakyReLU, "sigmoid": nn.Sigmoid}
 
 
 class ConvNet(FeatureClassifier):
@@ -27,6 +32,11 @@ class ConvNet(FeatureClassifier):
         pooling: str = "avgpool",
     ) -> None:
         super().__init__()
+        # a misspelt choice used to mean "no pooling" (or a bare KeyError): name the choices instead
+        if pooling not in POOLINGS:
+            raise UserError(f"convnet option pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        if act not in ACTIVATIONS:
+            raise UserError(f"convnet option act must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
         layers: list[nn.Module] = []
         in_ch = channels
         h, w = image_size
@@ -42,7 +52,7 @@ class ConvNet(FeatureClassifier):
                     UserWarning, stacklevel=3,
                 )
             layers.append(make_norm(norm, width, (h, w)))
-            layers.append({"relu": nn.ReLU, "leakyrelu": nn.LeakyReLU, "sigmoid": nn.Sigmoid}[act]())
+            layers.append(ACTIVATIONS[act]())
             if pooling == "avgpool" and min(h, w) >= 2:
                 layers.append(nn.AvgPool2d(2))
                 h, w = h // 2, w // 2
