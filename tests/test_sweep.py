@@ -209,9 +209,10 @@ def test_failed_trial_is_recorded_and_others_finish(tmp_path, joined):
     assert "unknown network 'nosuchnet'" in failed.data.tags["distillery.error"]
 
 
-def test_tracking_server(tmp_path, joined, monkeypatch):
+def test_tracking_server(tmp_path, joined, monkeypatch, capsys):
     """The same sweep against a real `mlflow server` on 127.0.0.1 (sqlite backend), found through
-    $MLFLOW_TRACKING_URI alone (the config and the command line name none)."""
+    $MLFLOW_TRACKING_URI alone (the config and the command line name none). The URL carries a
+    password (basic auth, ignored by this server): it appears in no printed line, logged YAML or param."""
     port = free_port()
     server = subprocess.Popen(
         [MLFLOW, "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
@@ -229,11 +230,17 @@ def test_tracking_server(tmp_path, joined, monkeypatch):
             assert time.time() < deadline and server.poll() is None, "mlflow server did not come up"
             time.sleep(1)
         path = write_config(tmp_path, tiny_sweep("served", methods={"random": {}}))
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://alice:s3cret@127.0.0.1:{port}")
         assert cli_main(["sweep", str(path), "--address", joined]) == 0
+        printed = capsys.readouterr()
+        assert "alice:***@127.0.0.1" in printed.out and "s3cret" not in printed.out + printed.err
         runs = _finished(uri, "served")
         assert len(runs) == 4
         client = MlflowClient(uri)
+        parent = runs[0].data.tags["mlflow.parentRunId"]
+        logged = Path(client.download_artifacts(parent, "sweep.yaml", str(tmp_path / "cfg"))).read_text()
+        assert "tracking_uri" in logged and "s3cret" not in logged and "alice:***@" in logged
+        assert not any("s3cret" in v for r in runs for v in (*r.data.params.values(), *r.data.tags.values()))
         local = Path(client.download_artifacts(runs[0].info.run_id, "synthetic_set.pt", str(tmp_path / "dl")))
         assert torch.load(local, weights_only=True)["images"].ndim == 4
         assert not (tmp_path / "mlflow.db").exists()  # nothing went to the embedded default

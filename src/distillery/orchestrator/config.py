@@ -67,7 +67,9 @@ def check_tracking_uri(value: str | None) -> str | None:
     m = _URI_SCHEME.match(value)
     scheme = m.group(1).lower().split("+")[0] if m else None
     if scheme not in TRACKING_SCHEMES:
-        raise ValueError(f"tracking_uri {value!r} is not an MLflow tracking store distillery can use; write one of "
+        from .redact import redact
+
+        raise ValueError(f"tracking_uri {redact(value)!r} is not an MLflow tracking store distillery can use; write one of "
                          f"{', '.join(s + '://' for s in TRACKING_SCHEMES)} (e.g. sqlite:///mlflow.db or http://HOST:5000)")
     return value
 

@@ -20,6 +20,7 @@ from distillery.analysis.planner import Design, Noise, default_noise, minimal_de
 from distillery.methods.errors import UserError
 
 from .config import SweepConfig
+from .redact import redact
 
 METRIC = "class_var"
 
@@ -52,7 +53,7 @@ def pilot_noise(config: SweepConfig, experiment: str) -> dict[tuple[str, str, st
     models = data.models
     out: dict[tuple[str, str, str], Noise] = {}
     if models.empty:
-        raise UserError(f"--pilot {experiment}: no finished trials in {config.tracking_uri}; name a sweep that has results")
+        raise UserError(f"--pilot {experiment}: no finished trials in {redact(config.tracking_uri)}; name a sweep that has results")
     for (ds, method, arch), g in models[~models["full_data"]].groupby(["dataset", "method", "arch"]):
         noise = estimate_noise(g, METRIC, source=f"pilot {experiment}")
         if noise is not None:

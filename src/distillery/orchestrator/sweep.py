@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import hashlib
 import json
 import logging
@@ -21,6 +22,7 @@ from distillery.methods.errors import UserError
 
 from .config import SweepConfig
 from .grid import TrialPlan, expand, identity, locations
+from .redact import redact, redacted
 from .store import TrialStore
 from .tracking import SweepTracker, flatten
 
@@ -73,33 +75,41 @@ def check_data(config: SweepConfig, plans: list[TrialPlan]) -> None:
 
 def run_sweep(config: SweepConfig, resume: bool = False, address: str | None = None, out: TextIO = sys.stdout) -> SweepOutcome:
     plans = expand(config)
-    by_hash = {p.trial_hash: p for p in plans}
-    store = TrialStore(config.storage_path, config.name)
     check_data(config, plans)  # before MLflow and Ray: bad data input costs seconds and leaves nothing behind
     from .capacity import check_capacity
+    from .driverlock import driver_lock
+    from .manifest import check_resume, write_manifest
 
     check_capacity([(p.name, p.resources.cpu, p.resources.gpu) for p in plans], address, config.num_cpus, config.num_gpus)
-    tracker = SweepTracker(config.tracking_uri, config.name)
-    outcome = SweepOutcome(plans)
+    with driver_lock(config.storage_path, config.name, "sweep"):
+        by_hash = {p.trial_hash: p for p in plans}
+        store = TrialStore(config.storage_path, config.name)
+        tracker = SweepTracker(config.tracking_uri, config.name)
+        outcome = SweepOutcome(plans)
 
-    previous = store.started_hashes() & set(by_hash)
-    if not resume and (previous or tracker.existing_parent()):
-        raise UserError(
-            f"sweep {config.name!r} already exists ({len(store.done_hashes() & set(by_hash))} finished trials under "
-            f"{store.root}, MLflow experiment {config.name!r} at {config.tracking_uri}); pass --resume to continue it, "
-            "or give the sweep a new name (--set name=...). Nothing was overwritten."
-        )
-    outcome.parent_run_id = tracker.start_parent(sweep_hash(plans), resume)
-    with tracker.parent_fails_on_error():
-        _run_trials(config, plans, resume, address, tracker, store, outcome, out)
-    return outcome
+        previous = store.started_hashes() & set(by_hash)
+        if not resume and (previous or tracker.existing_parent()):
+            raise UserError(
+                f"sweep {config.name!r} already exists ({len(store.done_hashes() & set(by_hash))} finished trials under "
+                f"{store.root}, MLflow experiment {config.name!r} at {redact(config.tracking_uri)}); pass --resume to continue it, "
+                "or give the sweep a new name (--set name=...). Nothing was overwritten."
+            )
+        added = check_resume(config, plans, out) if resume else []
+        outcome.parent_run_id = tracker.start_parent(sweep_hash(plans), resume)
+        write_manifest(config, plans)
+        if added:
+            tracker.client.set_tag(outcome.parent_run_id, "distillery.cells_added",
+                                   f"{len(added)} on {_dt.datetime.now().isoformat(timespec='seconds')}: {', '.join(added[:20])}")
+        with tracker.parent_fails_on_error():
+            _run_trials(config, plans, resume, address, tracker, store, outcome, out)
+        return outcome
 
 
 def _run_trials(config: SweepConfig, plans: list[TrialPlan], resume: bool, address: str | None, tracker: SweepTracker,
                 store: TrialStore, outcome: SweepOutcome, out: TextIO) -> None:
     by_hash = {p.trial_hash: p for p in plans}
     if not resume or tracker.client.list_artifacts(outcome.parent_run_id) == []:
-        tracker.client.log_dict(outcome.parent_run_id, json.loads(config.model_dump_json()), "sweep.yaml")
+        tracker.client.log_dict(outcome.parent_run_id, redacted(json.loads(config.model_dump_json())), "sweep.yaml")
 
     # trials that finished earlier: never rerun; make sure each has its one FINISHED run
     for h in store.done_hashes() & set(by_hash):
@@ -107,7 +117,7 @@ def _run_trials(config: SweepConfig, plans: list[TrialPlan], resume: bool, addre
     outcome.skipped = len(outcome.finished)
     todo = [p for p in plans if p.trial_hash not in outcome.finished]
     print(f"sweep {config.name!r}: {len(plans)} trials, {outcome.skipped} already finished, {len(todo)} to run", file=out, flush=True)
-    print(f"tracking: {config.tracking_uri} (experiment {config.name!r}); trial store: {store.root}", file=out, flush=True)
+    print(f"tracking: {redact(config.tracking_uri)} (experiment {config.name!r}); trial store: {store.root}", file=out, flush=True)
 
     if todo:
         from .raycluster import connect

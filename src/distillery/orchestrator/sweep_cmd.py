@@ -9,6 +9,7 @@ import sys
 from distillery.analysis.paths import analysis_dir
 
 from .commands import command
+from .redact import redact
 from .run_args import add_run_arguments, run_overrides
 
 
@@ -87,7 +88,7 @@ def main(args: argparse.Namespace) -> int:
     if config.tracking_uri.startswith("sqlite"):
         print(f"\nMLflow UI:  {command('mlflow', 'ui', '--backend-store-uri', config.tracking_uri)}   (experiment {config.name!r})")
     else:
-        print(f"\nMLflow UI: {config.tracking_uri} (experiment {config.name!r})")
+        print(f"\nMLflow UI: {redact(config.tracking_uri)} (experiment {config.name!r})")
     return 0 if outcome.ok else 1
 
 
@@ -126,7 +127,7 @@ def _analyze(config, outcome) -> None:
         res = run_analysis(config.name, config.tracking_uri, out_dir, parent_run_id=outcome.parent_run_id,
                            alpha=config.stats.alpha)
     except Exception as exc:  # the sweep's results are safe; analysis can be rerun with `distillery analyze`
-        rerun = command("distillery", "analyze", "--experiment", config.name, "--tracking-uri", config.tracking_uri, "--out", str(out_dir))
+        rerun = redact(command("distillery", "analyze", "--experiment", config.name, "--tracking-uri", config.tracking_uri, "--out", str(out_dir)))
         print(f"analysis failed ({type(exc).__name__}: {exc}); rerun with: {rerun}", file=sys.stderr)
         return
     print("\nTrend tests (study claim: class variance grows with IPC):")

@@ -12,6 +12,7 @@ on other machines; it works the same way.
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,6 +50,10 @@ class SweepTracker:
     """Experiment, parent run and one nested run per trial hash."""
 
     def __init__(self, tracking_uri: str, sweep_name: str) -> None:
+        from .redact import redact
+
+        if redact(tracking_uri) != tracking_uri:  # MLflow prints "View run at: <url>" with the URL's password in it
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         self.uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.sweep_name = sweep_name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .redact import redact
 from .run_args import add_run_arguments, run_overrides
 
 
@@ -27,5 +28,5 @@ def main(args: argparse.Namespace) -> int:
     print(format_outcomes(config, outcomes))
     out_dir = f"{config.storage_path}/{config.name}/tuning"
     print(f"\noutputs (sweep YAML, trials, plots, importances): {out_dir}")
-    print(f"Optuna storage: {config.storage}; MLflow: {config.tracking_uri} (experiment {config.name!r})")
+    print(f"Optuna storage: {redact(config.storage)}; MLflow: {redact(config.tracking_uri)} (experiment {config.name!r})")
     return 0 if all(o.n_trials > 0 for o in outcomes) else 1

@@ -30,6 +30,7 @@ from distillery.methods.trial import TrialSpec, run_trial
 
 from .config import DatasetEntry
 from .grid import dataset_options, eval_config
+from .redact import redact, redacted
 from .tracking import HASH_TAG, SweepTracker, flatten
 from .tune_config import TuneConfig
 
@@ -173,6 +174,15 @@ class CellOutcome:
 
 
 def run_tuning(config: TuneConfig, resume: bool = False, address: str | None = None, out: TextIO = sys.stdout) -> list[CellOutcome]:
+    """Tune every cell; one driver at a time per run name (``driverlock``), so a second ``tune
+    --resume`` cannot mark the live driver's running Optuna trials FAIL."""
+    from .driverlock import driver_lock
+
+    with driver_lock(config.storage_path, config.name, "tuning"):
+        return _run_tuning_locked(config, resume, address, out)
+
+
+def _run_tuning_locked(config: TuneConfig, resume: bool, address: str | None, out: TextIO) -> list[CellOutcome]:
     import optuna
 
     todo = cells(config)
@@ -181,7 +191,7 @@ def run_tuning(config: TuneConfig, resume: bool = False, address: str | None = N
     clash = [c.study_name(config) for c in todo if c.study_name(config) in existing]
     if clash and not resume:
         raise UserError(
-            f"tuning {config.name!r} already has Optuna studies {clash} in {config.storage}; pass --resume to add "
+            f"tuning {config.name!r} already has Optuna studies {clash} in {redact(config.storage)}; pass --resume to add "
             "trials to them, or give the run a new name (--set name=...). Nothing was changed."
         )
     for entry in config.datasets:  # bad roots or too-small classes fail before Ray and MLflow start
@@ -207,7 +217,7 @@ def _run_cells(config: TuneConfig, todo: list[Cell], storage: Any, tracker: Swee
                address: str | None, resume: bool) -> list[CellOutcome]:
     close_interrupted_runs(tracker)
     if not resume or not tracker.client.list_artifacts(parent):
-        tracker.client.log_dict(parent, json.loads(config.model_dump_json()), "tune.yaml")
+        tracker.client.log_dict(parent, redacted(json.loads(config.model_dump_json())), "tune.yaml")
     from .raycluster import connect
 
     connect(address, config.num_cpus, config.num_gpus)
