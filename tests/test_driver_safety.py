@@ -21,9 +21,9 @@ HOLD = ("import sys\n"
 
 
 def test_one_driver_per_sweep_and_a_resume_only_adds_cells(tmp_path):
-    cfg = tiny_sweep("guarded", methods={"random": {}}, ipcs=[1], seeds=[0])
+    storage = tmp_path / "store"
+    cfg = tiny_sweep("guarded", methods={"random": {}}, ipcs=[1], seeds=[0], storage_path=str(storage))
     path = write_config(tmp_path, cfg)
-    storage = tmp_path / "distillery-runs"
 
     # another driver holds the sweep (the lock code of every driver, in its own process)
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(storage), "guarded"], stdin=subprocess.PIPE,
@@ -44,6 +44,16 @@ def test_one_driver_per_sweep_and_a_resume_only_adds_cells(tmp_path):
     first = cli(["sweep", str(path)], cwd=tmp_path, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     assert (storage / "guarded" / "sweep.json").is_file()
+
+    # `analyze` without --out, from elsewhere, writes beside the sweep's own storage path
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    proc = cli(["analyze", "--experiment", "guarded", "--tracking-uri", uri, "--no-log"], cwd=elsewhere, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (storage / "guarded" / "analysis" / "report.html").is_file() and not (elsewhere / "distillery-runs").exists()
+    bad = cli(["analyze", "--experiment", "no-such-sweep", "--tracking-uri", uri], cwd=elsewhere, timeout=300)
+    assert bad.returncode == 2 and "unknown experiment 'no-such-sweep'" in bad.stderr
 
     # an edit that changes an existing cell is refused, naming the change; nothing runs
     edited = write_config(tmp_path, {**cfg, "eval": {**cfg["eval"], "epochs": 5}})

@@ -50,6 +50,23 @@ def add_analyze_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     return p
 
 
+def _default_out(uri: str, args: argparse.Namespace, name: str) -> Path:
+    """``<storage_path>/<sweep>/analysis`` of the sweep's own storage path (its parent run's
+    ``distillery.storage_path`` tag), where the sweep itself wrote its analysis; ./distillery-runs
+    for a sweep that predates the tag or a Tune directory. Validates --experiment / --parent-run."""
+    if args.tune_dir is None:
+        from distillery.methods.schema import Tag
+
+        from .load import mlflow_client, resolve_sweep
+
+        client = mlflow_client(uri)
+        _, exp_name, parent, _ = resolve_sweep(client, args.experiment, args.parent_run)
+        storage = client.get_run(parent).data.tags.get(Tag.STORAGE_PATH) if parent else None
+        if storage:
+            return analysis_dir(storage, exp_name)
+    return analysis_dir("distillery-runs", name)
+
+
 def analyze_main(args: argparse.Namespace) -> int:
     """Run the analysis, print the summary and where the files went; 0 on success."""
     from .report import run_analysis
@@ -60,7 +77,7 @@ def analyze_main(args: argparse.Namespace) -> int:
         raise AnalysisError("name the sweep to analyse: --experiment NAME (or --parent-run RUN_ID, or --tune-dir DIR)")
     uri = args.tracking_uri or default_tracking_uri()
     name = args.experiment or args.parent_run or Path(args.tune_dir).name
-    out = args.out or analysis_dir("distillery-runs", name)  # where a sweep with the default storage_path writes it
+    out = args.out or _default_out(uri, args, name)
     log = not args.no_log and (args.tune_dir is None or bool(args.experiment or args.parent_run))
     result = run_analysis(args.experiment, uri, out, parent_run_id=args.parent_run, log_to_mlflow=log,
                           tune_dir=args.tune_dir, seed=args.seed, alpha=args.alpha,

@@ -32,6 +32,8 @@ class Tag:
     STATUS = "distillery.status"
     ERROR = "distillery.error"
     SWEEP_HASH = "distillery.sweep_hash"
+    STORAGE_PATH = "distillery.storage_path"  # on the parent run: where the sweep's trials and analysis live
+    CELLS_ADDED = "distillery.cells_added"  # on the parent run: cells a --resume added
     STUDY = "distillery.study"
     EVAL_SPLIT = "distillery.eval_split"
     PARAMS_HASH = "distillery.params_hash"

@@ -19,6 +19,7 @@ from typing import Any, Iterator, TextIO
 from distillery.methods.data import load_dataset
 from distillery.methods.distill.init import check_ipc
 from distillery.methods.errors import UserError
+from distillery.methods.schema import Tag
 
 from .config import SweepConfig
 from .grid import TrialPlan, expand, identity, locations
@@ -96,9 +97,10 @@ def run_sweep(config: SweepConfig, resume: bool = False, address: str | None = N
             )
         added = check_resume(config, plans, out) if resume else []
         outcome.parent_run_id = tracker.start_parent(sweep_hash(plans), resume)
+        tracker.client.set_tag(outcome.parent_run_id, Tag.STORAGE_PATH, config.storage_path)  # `analyze` writes beside it
         write_manifest(config, plans)
         if added:
-            tracker.client.set_tag(outcome.parent_run_id, "distillery.cells_added",
+            tracker.client.set_tag(outcome.parent_run_id, Tag.CELLS_ADDED,
                                    f"{len(added)} on {_dt.datetime.now().isoformat(timespec='seconds')}: {', '.join(added[:20])}")
         with tracker.parent_fails_on_error():
             _run_trials(config, plans, resume, address, tracker, store, outcome, out)
