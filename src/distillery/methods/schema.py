@@ -18,6 +18,12 @@ FULL_DATA_METHOD = "full"
 FAIRNESS_METRICS: tuple[str, ...] = ("mean_acc", "overall_acc", "class_var", "class_std", "worst_class_acc", "gap", "cv")
 
 
+#: The version of what a trial computes and records (its result.json and metrics). Part of every
+#: trial's identity (orchestrator/grid.py): raise it when a code change alters results without
+#: changing any option, so ``--resume`` reruns trials instead of reusing results of the old code.
+RESULT_FORMAT = 1
+
+
 class Tag:
     """MLflow tag names (values are strings)."""
 

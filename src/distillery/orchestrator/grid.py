@@ -22,7 +22,9 @@ from distillery.methods.data import DatasetOptions
 from distillery.methods.data.registry import resolve_options
 from distillery.methods.distill.base import get_method
 from distillery.methods.eval import EvalConfig
-from distillery.methods.schema import FULL_DATA_METHOD, Tag
+from distillery.methods.eval.protocol import DEFAULT_EPOCHS, LEARNED_LR_EPOCHS
+from distillery.methods.nets.registry import network_defaults
+from distillery.methods.schema import FULL_DATA_METHOD, RESULT_FORMAT, Tag
 from distillery.methods.trial import TrialSpec
 from distillery.methods.utils.seeding import SEEDING
 
@@ -77,6 +79,8 @@ def identity(spec: TrialSpec) -> dict[str, Any]:
     evaluation = dataclasses.asdict(spec.eval)
     for how in ("vectorize", "test_batch_size"):  # how the models are computed, not what they are
         evaluation.pop(how, None)
+    # the protocol's epoch rule as the code has it (used when eval.epochs is null): a changed default is a new trial
+    evaluation.update(default_epochs=DEFAULT_EPOCHS, learned_lr_epochs=LEARNED_LR_EPOCHS)
     return {
         "dataset": spec.dataset,
         "data": data,
@@ -85,10 +89,12 @@ def identity(spec: TrialSpec) -> dict[str, Any]:
         "ipc": spec.ipc,
         "seed": spec.seed,
         "seeding": SEEDING,  # how the seed becomes draws: a new scheme changes every result
+        "result_format": RESULT_FORMAT,  # what a trial computes: raised when code changes results
         "archs": list(spec.archs),
         "n_models": spec.n_models,
         "eval": evaluation,
-        "arch_options": {k: dict(v) for k, v in sorted(spec.arch_options.items())},
+        # every evaluation network's options as built: constructor defaults, then the config's
+        "arch_options": {a: {**network_defaults(a), **dict(spec.arch_options.get(a, {}))} for a in sorted(spec.archs)},
     }
 
 

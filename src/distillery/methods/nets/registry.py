@@ -65,6 +65,25 @@ class NetSpec:
         return hash((self.arch, tuple(sorted(self.options.items()))))
 
 
+def network_defaults(arch: str) -> dict[str, Any]:
+    """The constructor defaults of ``arch``'s options (width, depth, norm, ...), with a ``_bn``
+    variant's own default applied: what a trial builds when a config sets none of them. A trial's
+    identity includes them, so changing a default in code never reuses results computed with the old one."""
+    import inspect
+
+    builder = NETWORKS.get(arch)
+    fixed = dict(getattr(builder, "keywords", {}) or {})
+    target = getattr(builder, "func", builder)
+    out = {}
+    for name, p in inspect.signature(target).parameters.items():
+        if name in ("self", "channels", "image_size", "num_classes") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if p.default is not inspect.Parameter.empty:
+            out[name] = p.default
+    out.update(fixed)
+    return out
+
+
 def build_network(
     arch: str,
     channels: int,
