@@ -9,7 +9,10 @@ import sys
 import pytest
 
 from distillery.methods.errors import UserError
+from distillery.orchestrator.config import load_config
 from distillery.orchestrator.driverlock import driver_lock
+from distillery.orchestrator.grid import expand
+from distillery.orchestrator.store import TrialStore
 from tests.sweep_helpers import REPO, cli, tiny_sweep, write_config
 
 HOLD = ("import sys\n"
@@ -66,11 +69,16 @@ def test_one_driver_per_sweep_and_a_resume_only_adds_cells(tmp_path):
     proc = cli(["sweep", str(moved), "--resume"], cwd=tmp_path, timeout=300)
     assert proc.returncode == 2 and "1 cell(s) no longer in the config: digits/random/ipc1/seed0" in proc.stderr
 
-    # adding a cell is allowed and said
+    # adding a cell is allowed and said; the new cell meets a checkpoint that loads but does not fit
+    # the trial (a foreign state): it is set aside and the trial restarts once, instead of failing
     grown = write_config(tmp_path, {**cfg, "seeds": [0, 1]})
+    new = next(p for p in expand(load_config(grown, base_dir=tmp_path)) if p.spec.seed == 1)
+    store = TrialStore(storage, "guarded")
+    store.save_checkpoint(new.trial_hash, {"phase": "evaluate", "synset": {"not": "a synthetic set"}, "losses": []})
     proc = cli(["sweep", str(grown), "--resume"], cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "--resume adds 1 cell(s) to the sweep: digits/random/ipc1/seed1" in proc.stdout
+    assert store.is_done(new.trial_hash) and len(list(store.dir(new.trial_hash).glob("checkpoint.unfit-*.pt"))) == 1
 
 
 def test_a_second_tuning_driver_is_refused_before_it_touches_optuna(tmp_path):

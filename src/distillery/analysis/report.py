@@ -23,6 +23,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from distillery.methods.utils.atomic import atomic_write_text
+
 from .aggregate import aggregate, class_table
 from .errors import AnalysisError
 from .figures import (X_AXES, fig_class_heatmap, fig_metric_vs_ipc, fig_pareto, fig_synthetic_grid, fig_twin_axis,
@@ -117,9 +119,9 @@ def run_analysis(
     data.problems.to_csv(out_dir / "problems.csv", index=False)
     class_table(data.models, data.class_names).to_csv(out_dir / "per_class.csv", index=False)
     summary = summary_text(data, agg, trend_results, pareto, pareto_c)
-    (out_dir / "summary.txt").write_text(summary + "\n")
+    atomic_write_text(out_dir / "summary.txt", summary + "\n")
     html_path = out_dir / "report.html"
-    html_path.write_text(_html(data, agg, fits, trend_results, pareto, pareto_c, figures, captions, summary, warnings,
+    atomic_write_text(html_path, _html(data, agg, fits, trend_results, pareto, pareto_c, figures, captions, summary, warnings,
                                seed, alpha))
     files = [html_path, csv_path] + [out_dir / n for n in ("fits.csv", "trends.csv", "pareto.csv", "problems.csv",
                                                           "per_class.csv", "summary.txt")] + figures

@@ -26,8 +26,9 @@ def write_trial_artifacts(out: Path, result: TrialResult, data: ImageData, recor
             for k in range(ev.n_models):
                 for c, name in enumerate(result.class_names):
                     w.writerow([arch, k, c, name, f"{float(ev.per_class[k, c]):.6f}"])
-    (out / "config.yaml").write_text(yaml.safe_dump(record["config"], sort_keys=False))
-    (out / "result.json").write_text(json.dumps(record, default=float))
+    # a staging folder: the store fsyncs it whole and publishes it by one rename (store.publish)
+    (out / "config.yaml").write_text(yaml.safe_dump(record["config"], sort_keys=False))  # noqa: atomic
+    (out / "result.json").write_text(json.dumps(record, default=float))  # noqa: atomic
 
 
 def save_grid(synset: SyntheticSet, data: ImageData, path: Path, max_per_class: int = 10) -> None:

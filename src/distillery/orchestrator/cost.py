@@ -25,6 +25,7 @@ import torch
 
 from distillery.methods.data.cache import cache_root
 from distillery.methods.estimate import TrialEstimate, estimate_trial
+from distillery.methods.utils.atomic import atomic_write_json
 
 from .config import SweepConfig
 from .eta import format_seconds
@@ -112,10 +113,7 @@ def _read_cache(path: Path) -> dict[str, dict]:
 
 
 def _write_cache(path: Path, entries: dict[str, dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(entries, indent=1, sort_keys=True))
-    os.replace(tmp, path)  # readers see the old file or the new one, never half of one
+    atomic_write_json(path, entries, indent=1, sort_keys=True)  # readers see the old file or the new one, never half of one
 
 
 def device_label(device: torch.device) -> str:

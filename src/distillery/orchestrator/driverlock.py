@@ -26,6 +26,7 @@ from typing import Iterator
 from filelock import FileLock, Timeout
 
 from distillery.methods.errors import UserError
+from distillery.methods.utils.atomic import atomic_write_json
 
 LOCK_NAME = ".driver.lock"
 OWNER_NAME = ".driver.owner.json"
@@ -58,9 +59,7 @@ def driver_lock(storage_path: str | Path, name: str, kind: str = "sweep") -> Ite
     owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": dt.datetime.now().isoformat(timespec="seconds"),
              "command": " ".join(["distillery", *sys.argv[1:]]) if sys.argv else kind}
     try:
-        tmp = folder / f".{OWNER_NAME}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(owner))
-        os.replace(tmp, folder / OWNER_NAME)
+        atomic_write_json(folder / OWNER_NAME, owner)
         yield folder
     finally:
         with contextlib.suppress(OSError):

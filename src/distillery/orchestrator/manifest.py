@@ -18,7 +18,6 @@ existed resume unchecked, with a note.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,7 +25,8 @@ from distillery.methods.errors import UserError
 
 from .config import SweepConfig
 from .grid import TrialPlan, identity
-from .store import fsync_dir
+from distillery.methods.utils.atomic import atomic_write_json
+
 from .tracking import flatten
 
 MANIFEST = "sweep.json"
@@ -43,17 +43,8 @@ def _path(config: SweepConfig) -> Path:
 
 def write_manifest(config: SweepConfig, plans: list[TrialPlan]) -> Path:
     """Durably write the manifest of ``plans`` (temp file, fsync, rename, fsync the folder)."""
-    path = _path(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = {"sweep": config.name, "cells": {cell_label(p): {"hash": p.trial_hash, "identity": identity(p.spec)} for p in plans}}
-    tmp = path.with_name(f".{MANIFEST}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(body, f, sort_keys=True, default=str)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-    return path
+    return atomic_write_json(_path(config), body, sort_keys=True, default=str)
 
 
 def _changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -119,7 +119,7 @@ def describe_plan(config: SweepConfig, plans: list[SeriesPlan]) -> str:
         span = f"{p.ipcs[0]}..{p.ipcs[-1]} ({len(p.ipcs)})"
         mde = "n/a" if p.mde is None else ("none" if p.mde == float("inf") else f"{p.mde:+.3g}")
         pw = "n/a" if p.power_at_target is None else f"{p.power_at_target:.2f}"
-        need = ("n/a" if len(p.ipcs) < 3 else f"> 200" if p.sets_for_target is None else str(p.sets_for_target))
+        need = ("n/a" if len(p.ipcs) < 3 else "> 200" if p.sets_for_target is None else str(p.sets_for_target))
         noise = f"{p.noise.set_sd:.2g} / {p.noise.model_sd:.2g}"
         lines.append(f"  {name:<30} {span:<14} {f'{p.sets} x {p.models}':>13}  {noise:<22} {mde:>20}  {pw:>16}  {need:>18}")
         if p.note:

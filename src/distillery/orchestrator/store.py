@@ -4,6 +4,7 @@
     checkpoint.pt   latest resumable state (written atomically and fsynced; replaced as the trial runs;
                     read with weights_only=True)
     checkpoint.unreadable-<time>-<pid>[-n].pt   a checkpoint that could not be read, kept for inspection
+    checkpoint.unfit-<time>-<pid>[-n].pt        one that loaded but did not fit the trial (the trial restarted once)
     result/         final artifacts + result.json, published by one atomic rename (never overwritten)
     error.txt       the reason of the last failure
 
@@ -25,6 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from distillery.methods.utils.atomic import atomic_write, atomic_write_text, fsync_dir  # noqa: F401  (fsync_dir: used by manifest)
+
+
+#: reads of a checkpoint before it is set aside, and the pause before the n-th retry (n x this)
+READ_ATTEMPTS = 3
+READ_BACKOFF_S = 0.5
 
 
 class TrialStore:
@@ -54,19 +62,7 @@ class TrialStore:
     def save_checkpoint(self, trial_hash: str, state: dict[str, Any]) -> None:
         """Durably replace the trial's checkpoint: temp file, fsync, rename, fsync the folder. A
         crash at any point leaves either the old checkpoint or the new one, never a torn file."""
-        d = self.dir(trial_hash)
-        d.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=d)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(state, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, d / "checkpoint.pt")
-            fsync_dir(d)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(self.dir(trial_hash) / "checkpoint.pt", lambda f: torch.save(state, f))
 
     def load_checkpoint(self, trial_hash: str) -> dict[str, Any] | None:
         """The trial's checkpoint, or None when there is none or it cannot be read.
@@ -80,19 +76,36 @@ class TrialStore:
         path = self.dir(trial_hash) / "checkpoint.pt"
         if not path.is_file():
             return None
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if not isinstance(state, dict):
-                raise ValueError(f"expected a dict, got {type(state).__name__}")
-            return state
-        except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint means "start this trial over"
-            aside = _unused(path.with_name(f"checkpoint.unreadable-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.pt"))
-            os.replace(path, aside)
-            message = (f"trial {trial_hash}: checkpoint {path} could not be read ({type(exc).__name__}: {exc}); "
-                       f"moved it to {aside} and restarting the trial from the beginning")
-            warnings.warn(message, stacklevel=2)
-            print(f"distillery: warning: {message}", file=sys.stderr, flush=True)
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                if not isinstance(state, dict):
+                    raise ValueError(f"expected a dict, got {type(state).__name__}")
+                return state
+            except MemoryError:  # the machine's trouble, not the file's: never throw a good checkpoint away
+                raise
+            except OSError as exc:  # a transient NFS or disk error: read again before giving up on the file
+                if attempt + 1 < READ_ATTEMPTS:
+                    time.sleep(READ_BACKOFF_S * (attempt + 1))
+                    continue
+                self.set_aside(trial_hash, f"could not be read after {READ_ATTEMPTS} attempts ({type(exc).__name__}: {exc})")
+            except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file means "start this trial over"
+                self.set_aside(trial_hash, f"could not be read ({type(exc).__name__}: {exc})")
             return None
+        return None
+
+    def set_aside(self, trial_hash: str, why: str, kind: str = "unreadable") -> Path | None:
+        """Move the trial's checkpoint to a name that is never reused, with a warning saying why:
+        the trial then starts from the beginning instead of failing every retry and every resume."""
+        path = self.dir(trial_hash) / "checkpoint.pt"
+        if not path.is_file():
+            return None
+        aside = _unused(path.with_name(f"checkpoint.{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.pt"))
+        os.replace(path, aside)  # noqa: atomic (a rename aside, nothing written)
+        message = f"trial {trial_hash}: checkpoint {path} {why}; moved it to {aside} and restarting the trial from the beginning"
+        warnings.warn(message, stacklevel=3)
+        print(f"distillery: warning: {message}", file=sys.stderr, flush=True)
+        return aside
 
     # ---------------------------------------------------------------- results
     def staging_dir(self, trial_hash: str) -> Path:
@@ -119,9 +132,7 @@ class TrialStore:
         return json.loads((self.result_dir(trial_hash) / "result.json").read_text())
 
     def write_error(self, trial_hash: str, text: str) -> None:
-        d = self.dir(trial_hash)
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "error.txt").write_text(text)
+        atomic_write_text(self.dir(trial_hash) / "error.txt", text)
 
     def read_error(self, trial_hash: str) -> str | None:
         path = self.dir(trial_hash) / "error.txt"
@@ -138,20 +149,6 @@ def _unused(path: Path) -> Path:
         n += 1
         candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
     return candidate
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new file in ``path`` durable (POSIX; a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def fsync_tree(root: Path) -> None:

@@ -69,14 +69,30 @@ def sweep_trial(config: dict[str, Any], context: SweepContext) -> None:
 
 
 def _run(plan: TrialPlan, store: TrialStore, context: SweepContext) -> dict[str, Any]:
-    from ray import tune
-
+    """The trial from its checkpoint. An unreadable checkpoint is set aside by the store; one that
+    loads but does not fit the trial (another layout, a foreign state) is set aside here and the
+    trial restarts from the beginning, once, with a warning."""
     h = plan.trial_hash
     started_at = time.time()
     store.clear_error(h)
     dev = claim_resources(plan.resources, context.device)
     data = trial_data(plan.spec)
     ckpt = store.load_checkpoint(h) or {}
+    if not ckpt:
+        return _attempt(plan, store, context, dev, data, {}, started_at)
+    try:
+        return _attempt(plan, store, context, dev, data, ckpt, started_at)
+    except Exception as exc:  # noqa: BLE001 - a checkpoint that loads but does not fit must not fail every retry
+        store.set_aside(h, f"loaded but did not fit the trial ({type(exc).__name__}: {exc})", kind="unfit")
+        return _attempt(plan, store, context, dev, data, {}, started_at)  # once: a second failure is the trial's own
+
+
+def _attempt(plan: TrialPlan, store: TrialStore, context: SweepContext, dev: Any, data: Any, ckpt: dict[str, Any],
+             started_at: float) -> dict[str, Any]:
+    """One run of the trial from ``ckpt`` (empty: from the beginning)."""
+    from ray import tune
+
+    h = plan.trial_hash
     losses: list[list[float]] = list(ckpt.get("losses", []))
     last_save = time.monotonic()
     last_report = 0.0

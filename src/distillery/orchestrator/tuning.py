@@ -27,6 +27,7 @@ from distillery.methods.distill.init import check_ipc
 from distillery.methods.errors import UserError
 from distillery.methods.schema import FAIRNESS_METRICS, Tag
 from distillery.methods.trial import TrialSpec, run_trial
+from distillery.methods.utils.atomic import atomic_write_json, atomic_write_text
 
 from .config import DatasetEntry
 from .grid import dataset_options, eval_config
@@ -377,7 +378,7 @@ def _cell_files(study: Any, cell: Cell, metrics: list[str], out_dir: Path) -> li
                 importances[m] = {}
                 print(f"[tune] {cell.label}: importances for {m} skipped ({type(exc).__name__}: {exc})", file=sys.stderr)
     path = out_dir / f"{cell.label}_importances.json"
-    path.write_text(json.dumps(importances, indent=2))
+    atomic_write_json(path, importances, indent=2)
     files.append(path)
     return files
 
@@ -410,7 +411,7 @@ def _export(config: TuneConfig, outcomes: list[CellOutcome], out_dir: Path) -> l
             "resources": config.resources.model_dump(exclude_defaults=True),
         }
         path = out_dir / f"{name}.yaml"
-        path.write_text(header.replace("PATH", str(path)) + yaml.safe_dump(sweep, sort_keys=False))
+        atomic_write_text(path, header.replace("PATH", str(path)) + yaml.safe_dump(sweep, sort_keys=False))
         return path
 
     if len(config.objectives) == 1:
@@ -423,7 +424,7 @@ def _export(config: TuneConfig, outcomes: list[CellOutcome], out_dir: Path) -> l
             for b in o.best:
                 written.append(write(f"{config.name}-{o.cell.label.replace('.', '-')}-pareto-t{b['number']}", [(o.cell, b["params"])]))
     pareto = out_dir / "best.json"
-    pareto.write_text(json.dumps({o.cell.label: o.best for o in outcomes}, indent=2, default=str))
+    atomic_write_json(pareto, {o.cell.label: o.best for o in outcomes}, indent=2, default=str)
     return [*written, pareto]
 
 

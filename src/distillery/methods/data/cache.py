@@ -14,13 +14,13 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 
+from ..utils.atomic import atomic_write, atomic_write_json
 from .source import RawSplits
 
 CACHE_VERSION = 1  # bump when the cached content's meaning changes (e.g. a reader fix)
@@ -70,17 +70,7 @@ def _read(path: Path) -> RawSplits | None:
 
 
 def _write(path: Path, raw: RawSplits) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(raw.state_dict(), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: torch.save(raw.state_dict(), f))
 
 
 @contextlib.contextmanager
@@ -130,10 +120,7 @@ def write_index(path: Path, raw: RawSplits) -> None:
         return
     counts = torch.bincount(raw.train_y, minlength=len(raw.classes)).tolist()
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"train_class_counts": counts, "classes": list(raw.classes)}, f)
-        os.replace(tmp, path)
+        atomic_write_json(path, {"train_class_counts": counts, "classes": list(raw.classes)})
     except OSError:
         return
 

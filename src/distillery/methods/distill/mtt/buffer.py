@@ -47,7 +47,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,6 +61,7 @@ from ...aug import DiffAug
 from ...data.base import ImageData
 from ...errors import UserError
 from ...nets import build_network
+from ...utils.atomic import atomic_write
 from ...utils.seeding import derive_seed, generator
 from .gsam import gsam_direction
 from .selection import Curriculum
@@ -249,18 +249,11 @@ def test_accuracy(net: nn.Module, data: ImageData, device: torch.device, batch_s
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; buffers are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    def write(f) -> None:
+        f.write(text.encode())
+        os.fchmod(f.fileno(), 0o644)  # mkstemp makes 0600; buffers are meant to be shared
+
+    atomic_write(path, write)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -423,7 +416,7 @@ class ExpertBuffer:
                 rows[0] = flat_params(net).cpu().numpy()
             rows.flush()
             del rows, source
-            os.replace(tmp, partial)
+            os.replace(tmp, partial)  # noqa: atomic (a flushed memmap; the progress file below says how far it is valid)
             _atomic_write_text(progress, json.dumps({"key": self.key, "index": i, "shape": list(shape), "epochs_done": done, "history": history}))
             rows = np.lib.format.open_memmap(partial, mode="r+")
         if done > 0:
@@ -459,7 +452,7 @@ class ExpertBuffer:
         del rows
         with open(partial, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(partial, self.expert_path(i))
+        os.replace(partial, self.expert_path(i))  # noqa: atomic (flushed memmap promoted; its marker is written after)
         marker = {
             "format": FORMAT_VERSION, "key": self.key, "index": i, "epochs": target, "num_params": num_params,
             "bytes": os.path.getsize(self.expert_path(i)), "test_acc": test_accuracy(net, data, device),

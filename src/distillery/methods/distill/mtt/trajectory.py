@@ -27,7 +27,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterator, Mapping
 
-import os
 
 import numpy as np
 import torch
@@ -39,12 +38,13 @@ except ImportError:  # pragma: no cover
 
 from ...data.base import ImageData
 from ...errors import UserError
+from ...utils.atomic import atomic_write
 from ..base import PrepJob, register_method
 from ..init import labels_for, shuffled_classes
 from .buffer import ExpertBuffer, ExpertSpec, build_expert_net, buffer_key, set_flat_params
 from .method import _TABLE as MTT_TABLE
 from .method import MTT, OUTSIDE_TABLE, ExpertJob, MTTConfig, nearest_row, resolve_auto
-from .selection import Curriculum, Schedule, el2n, rank_by_class, ranking_digest
+from .selection import Curriculum, Schedule, el2n, rank_by_class
 
 log = logging.getLogger(__name__)
 
@@ -486,9 +486,7 @@ class PAD(DATM):
                 fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
             if not cache.is_file():
                 order = self._rank(train, config, device, progress)
-                tmp = buffer.path / f".ranking.{os.getpid()}.{ranking_digest(order)}.npz"
-                np.savez(tmp, **{f"class_{c}": idx.numpy() for c, idx in enumerate(order)})
-                os.replace(tmp, cache)
+                atomic_write(cache, lambda f: np.savez(f, **{f"class_{c}": idx.numpy() for c, idx in enumerate(order)}))
             with np.load(cache) as z:
                 order = tuple(torch.from_numpy(z[f"class_{c}"]) for c in range(train.num_classes))
         return Curriculum(order, config.schedule())
