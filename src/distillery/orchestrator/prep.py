@@ -41,6 +41,10 @@ def _run_job(job: PrepJob, device: str, threads: int) -> str:
     return job.description
 
 
+#: seconds between "still running" lines while preparation jobs run
+HEARTBEAT_S = 60.0
+
+
 def run_prep_jobs(needs: Iterable[Need], device: str) -> int:
     """Build every missing shared artifact; raises (failing the sweep or tuning run early) if one
     cannot be built."""
@@ -60,8 +64,15 @@ def run_prep_jobs(needs: Iterable[Need], device: str) -> int:
                 task = ray.remote(_run_job).options(num_cpus=r.cpu, num_gpus=r.gpu, max_retries=2)
                 refs.append(task.remote(job, device if r.gpu > 0 else "cpu", int(max(1, r.cpu))))
         remaining = list(refs)
+        waited = 0.0
         while remaining:
-            ready, remaining = ray.wait(remaining, num_returns=1)
+            # never a silent wait: a request no node can hold was refused before (capacity.py); a job that
+            # is merely slow (an expert build takes minutes) says so every HEARTBEAT_S
+            ready, remaining = ray.wait(remaining, num_returns=1, timeout=HEARTBEAT_S)
+            if not ready:
+                waited += HEARTBEAT_S
+                print(f"[prep] {len(remaining)} job(s) of stage {stage} still running after {format_seconds(waited)}", flush=True)
+                continue
             done += 1
             left = eta.update(done, len(todo), time.monotonic())
             when = f", ETA {format_seconds(left)}" if left is not None and done < len(todo) else ""
