@@ -143,6 +143,7 @@ _DRY_RUN_CASES = [
     ({"methods": {"random": {}, "mtt": {"params": {"buffer_dir": "s3://bucket/x"}}}}, [],
      "methods.mtt.params.buffer_dir: 's3://bucket/x' is a s3:// URI"),
     ({"storage_path": "/proc/version/runs"}, [], "storage_path: /proc/version/runs cannot be a folder"),
+    ({"datasets": [{"name": "mnist", "root": "s3://bucket/mnist", "download": True}]}, [], "root 's3://bucket/mnist' is a s3:// URI"),
     ({}, ["eval.arch_options.convnet.pooling=avgpoool"], "convnet option pooling must be one of avgpool, maxpool, none"),
     ({"methods": {"random": {"ipcs": [1, 1]}}}, [], "ipcs has duplicates: [1, 1]"),
     ({"full_baseline": {"enabled": True, "seeds": [0, 0]}}, [], "seeds has duplicates: [0, 0]"),

@@ -109,6 +109,18 @@ class DatasetEntry(_DatasetFields):  # type: ignore[misc,valid-type]
 
     name: str
 
+    @model_validator(mode="after")
+    def _local_paths(self) -> "DatasetEntry":
+        """A data root or cache is read with local file operations: an object-store URI would
+        silently become a folder named ``s3:`` (and a download would fill it)."""
+        for key in ("root", "cache_dir"):
+            value = getattr(self, key, None)
+            m = _URI_SCHEME.match(str(value or ""))
+            if m and m.group(1).lower() != "file":
+                raise ValueError(f"{key} {value!r} is a {m.group(1)}:// URI; distillery reads datasets from a local or "
+                                 "mounted folder: copy the data there (or mount the bucket) and give that path")
+        return self
+
     @property
     def training_subset(self) -> bool:
         """Whether the training split is a per-class subset (see DatasetOptions.training_subset)."""
@@ -310,7 +322,7 @@ class RunConfig(BaseModel):
             "storage_path": _abs(self.storage_path, base),
             "tracking_uri": abs_sqlite_uri(default_tracking_uri(self.tracking_uri, base), base),
             "datasets": [
-                d.model_copy(update={k: _abs(getattr(d, k), base) for k in ("root", "cache_dir") if getattr(d, k)})
+                d.model_copy(update={k: _abs(_file_path(getattr(d, k)), base) for k in ("root", "cache_dir") if getattr(d, k)})
                 for d in self.datasets
             ],
         }
