@@ -11,6 +11,8 @@ What is computed, all vectorised over leading axes so the planner can run thousa
 sweeps through the very same code as one real analysis:
 
 * ``t_interval``: a cell's mean of set means with a Student t interval on n - 1 degrees of freedom.
+* ``set_units``, ``rank_test`` and ``decide``: the set-level units, Spearman's test over them and
+  the verdict rule (both tests agree), shared by ``trend`` (a real sweep) and ``planner`` (simulated ones).
 * ``welch_contrast``: any linear contrast sum_i w_i * mean_i of per-IPC means (the OLS slope over sets,
   the change from the smallest to the largest IPC) with the variance sum_i w_i^2 s_i^2 / n_i, the
   Welch-Satterthwaite degrees of freedom and a t quantile. Each IPC keeps its own variance, so set
@@ -25,7 +27,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Sequence
+
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 
@@ -118,3 +123,35 @@ def level_stats(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     means = np.array([y[x == lv].mean() for lv in levels])
     variances = np.array([y[x == lv].var(ddof=1) if c > 1 else np.nan for lv, c in zip(levels, counts)])
     return levels, counts, means, variances
+
+
+def set_units(ipc: Sequence[float], values: Sequence[float], groups: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
+    """(IPC, value) per distilled set: each set's value is the mean over its evaluation models."""
+    df = pd.DataFrame({"ipc": np.asarray(ipc, float), "y": np.asarray(values, float),
+                       "g": np.asarray(groups, dtype=object)}).dropna()
+    units = df.groupby(["ipc", "g"], sort=True)["y"].mean().reset_index()
+    return units["ipc"].to_numpy(float), units["y"].to_numpy(float)
+
+
+def rank_test(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Spearman's rho of y [..., N] with x [N] along the last axis and its two-sided p-value (the
+    t approximation on N - 2 degrees of freedom, as ``scipy.stats.spearmanr``); a constant y gives
+    rho 0, p 1. Vectorised so that simulated sweeps use the same test as a real one."""
+    rx = stats.rankdata(np.asarray(x, float))
+    ry = stats.rankdata(np.asarray(y, float), axis=-1)
+    rx = rx - rx.mean()
+    ry = ry - ry.mean(axis=-1, keepdims=True)
+    denom = np.sqrt((rx @ rx) * (ry * ry).sum(axis=-1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = np.where(denom > 0, (ry * rx).sum(axis=-1) / np.where(denom > 0, denom, 1.0), 0.0)
+        n = len(rx)
+        tstat = rho * np.sqrt((n - 2) / np.clip(1.0 - rho**2, 1e-300, None))
+        p = np.where(denom > 0, 2 * stats.t.sf(np.abs(tstat), n - 2), 1.0)
+    return rho, p
+
+
+def decide(rho: np.ndarray, p: np.ndarray, low: np.ndarray, high: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """The verdict rule: (increase found, decrease found). Both tests must agree: the rank test
+    significant at ``alpha`` in a direction and the slope's interval excluding 0 on that side."""
+    sig = np.asarray(p) < alpha
+    return sig & (np.asarray(rho) > 0) & (np.asarray(low) > 0), sig & (np.asarray(rho) < 0) & (np.asarray(high) < 0)

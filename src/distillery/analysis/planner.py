@@ -33,8 +33,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .inference import slope_weights, welch_contrast
-from .trend import decide, rank_test, set_units
+from .inference import decide, rank_test, set_units, slope_weights, welch_contrast
 
 #: simulated sweeps per power evaluation (binomial SE of a power near 0.8: 0.006)
 SIMS = 4000

@@ -42,9 +42,9 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from .inference import effect_weights, level_stats, slope_weights, welch_contrast
+from .inference import decide, effect_weights, level_stats, rank_test, set_units, slope_weights, welch_contrast
+from .planner import series_mde
 
 CLAIM = "class variance grows with IPC"
 INTERVAL_METHOD = "Welch-Satterthwaite t over set means"
@@ -83,38 +83,6 @@ class TrendResult:
     #: minimal change from the smallest to the largest IPC this design detects with 80 % power
     #: (planner, from the noise the series itself shows; NaN where it cannot be estimated)
     mde: float = math.nan
-
-
-def set_units(ipc: Sequence[float], values: Sequence[float], groups: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
-    """(IPC, value) per distilled set: each set's value is the mean over its evaluation models."""
-    df = pd.DataFrame({"ipc": np.asarray(ipc, float), "y": np.asarray(values, float),
-                       "g": np.asarray(groups, dtype=object)}).dropna()
-    units = df.groupby(["ipc", "g"], sort=True)["y"].mean().reset_index()
-    return units["ipc"].to_numpy(float), units["y"].to_numpy(float)
-
-
-def rank_test(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Spearman's rho of y [..., N] with x [N] along the last axis and its two-sided p-value (the
-    t approximation on N - 2 degrees of freedom, as ``scipy.stats.spearmanr``); a constant y gives
-    rho 0, p 1. Vectorised so that simulated sweeps use the same test as a real one."""
-    rx = stats.rankdata(np.asarray(x, float))
-    ry = stats.rankdata(np.asarray(y, float), axis=-1)
-    rx = rx - rx.mean()
-    ry = ry - ry.mean(axis=-1, keepdims=True)
-    denom = np.sqrt((rx @ rx) * (ry * ry).sum(axis=-1))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rho = np.where(denom > 0, (ry * rx).sum(axis=-1) / np.where(denom > 0, denom, 1.0), 0.0)
-        n = len(rx)
-        tstat = rho * np.sqrt((n - 2) / np.clip(1.0 - rho**2, 1e-300, None))
-        p = np.where(denom > 0, 2 * stats.t.sf(np.abs(tstat), n - 2), 1.0)
-    return rho, p
-
-
-def decide(rho: np.ndarray, p: np.ndarray, low: np.ndarray, high: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
-    """The verdict rule: (increase found, decrease found). Both tests must agree: the rank test
-    significant at ``alpha`` in a direction and the slope's interval excluding 0 on that side."""
-    sig = np.asarray(p) < alpha
-    return sig & (np.asarray(rho) > 0) & (np.asarray(low) > 0), sig & (np.asarray(rho) < 0) & (np.asarray(high) < 0)
 
 
 def trend_test(
@@ -240,8 +208,6 @@ def trend_all(models: pd.DataFrame, metric: str = "class_var", alpha: float = 0.
     with Holm-adjusted p-values over the series, effects relative to each full-data baseline and
     the planner's minimal detectable effect of each series' own design and noise (``seed`` keys its
     simulated sweeps)."""
-    from .planner import series_mde
-
     series = list(models[~models["full_data"]].groupby(["dataset", "method", "arch"], sort=True))
     adjusted = holm([_rank_p(g["ipc"], g[metric], g["run_id"]) for _, g in series])
     n_tested = int(np.isfinite(adjusted).sum())

@@ -11,7 +11,7 @@ UserError naming the trials and the fix, raised before a trial is queued.
 from __future__ import annotations
 
 import os
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from distillery.methods.errors import UserError
 
@@ -56,6 +56,11 @@ def check_fits(requests: Iterable[tuple[str, float, float]], nodes: Sequence[Map
         "(or the matching resources.overrides), e.g. --set resources.gpu=0 on a machine without a GPU, or run on a "
         "cluster that has such a node (--address)"
     )
+
+
+def plan_requests(plans: Sequence[Any]) -> list[tuple[str, float, float]]:
+    """(name, cpu, gpu) of every trial of a sweep (``grid.TrialPlan``s)."""
+    return [(p.name, p.resources.cpu, p.resources.gpu) for p in plans]
 
 
 def check_capacity(requests: Sequence[tuple[str, float, float]], address: str | None, num_cpus: int | None,

@@ -39,7 +39,7 @@ def local_storage_path(value: str) -> str:
     if m is None:
         return value
     if m.group(1).lower() == "file":
-        return value[len("file://"):] or "/"
+        return _file_path(value)
     raise ValueError(
         f"{value!r} is a {m.group(1)}:// URI, which distillery cannot write trial checkpoints to yet; use a folder "
         "that every node mounts (local disk for one machine, NFS or similar for a cluster)"
@@ -72,6 +72,16 @@ def check_tracking_uri(value: str | None) -> str | None:
         raise ValueError(f"tracking_uri {redact(value)!r} is not an MLflow tracking store distillery can use; write one of "
                          f"{', '.join(s + '://' for s in TRACKING_SCHEMES)} (e.g. sqlite:///mlflow.db or http://HOST:5000)")
     return value
+
+
+def _no_duplicates(name: str, why: str, key: Callable[[Any], Any] = lambda v: v) -> Callable[[list | None], list | None]:
+    """An after-validator refusing a list with repeated entries (two trials with one identity)."""
+    def check(v: list | None) -> list | None:
+        if v is not None and len({key(x) for x in v}) != len(v):
+            raise ValueError(f"{name} has duplicates: {v}; {why}")
+        return v
+
+    return check
 
 
 def check_name(value: str) -> str:
@@ -181,14 +191,8 @@ class MethodEntry(BaseModel):
     model_config = _STRICT
     params: dict[str, Any] = Field(default_factory=dict)
     per_ipc: dict[PositiveInt, dict[str, Any]] = Field(default_factory=dict)
-    ipcs: list[StrictPositiveInt] | None = None
-
-    @field_validator("ipcs")
-    @classmethod
-    def _unique_ipcs(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and len(set(v)) != len(v):
-            raise ValueError(f"ipcs has duplicates: {v}; each IPC is one trial per seed, list it once")
-        return v
+    ipcs: Annotated[list[StrictPositiveInt] | None,
+                    AfterValidator(_no_duplicates("ipcs", "each IPC is one trial per seed, list it once"))] = None
 
     def params_for(self, ipc: int) -> dict[str, Any]:
         return {**self.params, **self.per_ipc.get(ipc, {})}
@@ -208,16 +212,10 @@ class EvalEntry(_EvalFields):  # type: ignore[misc,valid-type]
     dataclass, so a new protocol option is settable in YAML without touching this file), plus the
     architectures, K models per architecture and each architecture's options."""
 
-    archs: list[str] = Field(default_factory=lambda: ["convnet"], min_length=1)
+    archs: Annotated[list[str], AfterValidator(_no_duplicates("archs", "each network is evaluated once per set, list it once",
+                                                               key=str.lower))] = Field(default_factory=lambda: ["convnet"], min_length=1)
     models: StrictPositiveInt = 10
     arch_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
-
-    @field_validator("archs")
-    @classmethod
-    def _unique_archs(cls, v: list[str]) -> list[str]:
-        if len({a.lower() for a in v}) != len(v):
-            raise ValueError(f"archs has duplicates: {v}; each network is evaluated once per set, list it once")
-        return v
 
     def protocol(self) -> EvalConfig:
         """The core's evaluation protocol these fields describe."""
@@ -229,14 +227,8 @@ class FullBaseline(BaseModel):
 
     model_config = _STRICT
     enabled: bool = False
-    seeds: list[StrictInt] | None = None
-
-    @field_validator("seeds")
-    @classmethod
-    def _unique_seeds(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and len(set(v)) != len(v):
-            raise ValueError(f"seeds has duplicates: {v}; one baseline trial per seed, list each once")
-        return v
+    seeds: Annotated[list[StrictInt] | None,
+                     AfterValidator(_no_duplicates("seeds", "one baseline trial per seed, list each once"))] = None
 
 
 class StatsEntry(BaseModel):

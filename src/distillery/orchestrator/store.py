@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from distillery.methods.utils.atomic import atomic_write, atomic_write_text, fsync_dir  # noqa: F401  (fsync_dir: used by manifest)
+from distillery.methods.utils.atomic import atomic_write, atomic_write_text, fsync_dir
 
 
 #: reads of a checkpoint before it is set aside, and the pause before the n-th retry (n x this)

@@ -77,11 +77,11 @@ def check_data(config: SweepConfig, plans: list[TrialPlan]) -> None:
 def run_sweep(config: SweepConfig, resume: bool = False, address: str | None = None, out: TextIO = sys.stdout) -> SweepOutcome:
     plans = expand(config)
     check_data(config, plans)  # before MLflow and Ray: bad data input costs seconds and leaves nothing behind
-    from .capacity import check_capacity
+    from .capacity import check_capacity, plan_requests
     from .driverlock import driver_lock
     from .manifest import check_resume, write_manifest
 
-    check_capacity([(p.name, p.resources.cpu, p.resources.gpu) for p in plans], address, config.num_cpus, config.num_gpus)
+    check_capacity(plan_requests(plans), address, config.num_cpus, config.num_gpus)
     with driver_lock(config.storage_path, config.name, "sweep"):
         by_hash = {p.trial_hash: p for p in plans}
         store = TrialStore(config.storage_path, config.name)

@@ -61,10 +61,9 @@ def main(args: argparse.Namespace) -> int:
         _print_estimate(config, recalibrate=args.recalibrate)
     if args.dry_run:
         if not (args.address or os.environ.get("RAY_ADDRESS")):  # after the table and plan, which describe the grid anywhere
-            from .capacity import check_fits, local_nodes
+            from .capacity import check_capacity, plan_requests
 
-            check_fits([(p.name, p.resources.cpu, p.resources.gpu) for p in expand(config)],
-                       local_nodes(config.num_cpus, config.num_gpus), "this machine (a local Ray instance)")
+            check_capacity(plan_requests(expand(config)), None, config.num_cpus, config.num_gpus)
         return 0
     outcome = run_sweep(config, resume=args.resume, address=args.address)
     from .progress import summary_table
